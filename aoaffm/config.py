@@ -1,0 +1,200 @@
+"""The effective configuration: params.yaml's profile merged with the user's overrides.
+
+params.yaml holds the paper's protocol under ``paper:``, a scaled-down profile under
+``quick:`` that replaces the keys it names, and top-level ``model:`` / ``train:`` / ``data:``
+overrides whose non-null values win over both (``dvc exp run -S model.dropout=0.4``). This
+module only reads and checks a dict; it knows nothing of DVC.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROFILES = ("paper", "quick")
+DATASETS = ("frappe", "movielens", "criteo")
+OVERRIDE_SECTIONS = ("model", "train", "data")
+
+
+class ConfigError(ValueError):
+    """A parameter has a value the protocol cannot use."""
+
+
+def deep_merge(base: dict, update: dict) -> dict:
+    """``base`` with ``update``'s keys replaced recursively (lists are replaced whole)."""
+    merged = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _non_null(section: dict | None) -> dict:
+    return {k: v for k, v in (section or {}).items() if v is not None}
+
+
+def resolve(params: dict, source: str = "params.yaml") -> dict:
+    """Merge a params dict into the effective configuration and check every value.
+
+    The result has the keys of ``paper:`` plus ``profile``, ``seed`` and ``overrides`` (the
+    user's non-null top-level values, kept apart so that per-model tuned values can sit
+    between the profile and them).
+    """
+    profile = params.get("profile", "paper")
+    if profile not in PROFILES:
+        raise ConfigError(f"{source}: profile is {profile!r}; expected one of {list(PROFILES)}")
+    if "paper" not in params:
+        raise ConfigError(f"{source}: no `paper:` section (the protocol's defaults)")
+    cfg = copy.deepcopy(params["paper"])
+    if profile != "paper":
+        cfg = deep_merge(cfg, params.get(profile) or {})
+    overrides = {name: _non_null(params.get(name)) for name in OVERRIDE_SECTIONS}
+    # Data and train overrides that have no per-model tuned value apply straight away.
+    cfg["data"] = deep_merge(cfg.get("data", {}), overrides["data"])
+    cfg["data"].setdefault("mirror", None)
+    cfg["train"] = deep_merge(cfg.get("train", {}), overrides["train"])
+    cfg["train"].setdefault("device", "auto")
+    cfg["train"].setdefault("bf16", False)
+    cfg["train"].setdefault("gpus", 1)
+    cfg["profile"] = profile
+    cfg["seed"] = params.get("seed", 0)
+    cfg["overrides"] = overrides
+    validate(cfg, source)
+    return cfg
+
+
+def load_config(path: str | os.PathLike = "params.yaml") -> dict:
+    """Read and resolve a params file (see :func:`resolve`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such params file (run from the repository root)")
+    with open(path, encoding="utf-8") as f:
+        params = yaml.safe_load(f) or {}
+    if not isinstance(params, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return resolve(params, str(path))
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check(ok: bool, source: str, key: str, value: Any, expected: str) -> None:
+    if not ok:
+        raise ConfigError(f"{source}: {key} = {value!r}; expected {expected}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def check_hparams(hp: dict, source: str, where: str) -> None:
+    """Range checks shared by every place a model setting can come from."""
+    rules = {
+        "dropout": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+        "lambda": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+        "learning_rate": (lambda v: _is_number(v) and v > 0, "a number > 0"),
+        "embedding_size": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+        "attention_size": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+        "batch_size": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+        "epochs": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+    }
+    for key, value in hp.items():
+        if key in rules and value is not None:
+            ok, expected = rules[key]
+            _check(ok(value), source, f"{where}.{key}", value, expected)
+
+
+def validate(cfg: dict, source: str = "params.yaml") -> None:
+    from aoaffm.experiments import MODEL_NAMES  # one list of model names
+
+    _check(isinstance(cfg["seed"], int), source, "seed", cfg["seed"], "an integer")
+    for name in ("model", "train"):
+        check_hparams(cfg["overrides"][name], source, name)
+    check_hparams(cfg.get("model", {}), source, f"{cfg['profile']}.model")
+    train = cfg["train"]
+    check_hparams(train, source, "train")
+    for key in ("min_epochs", "patience"):
+        _check(
+            isinstance(train.get(key), int) and train[key] >= 0,
+            source,
+            f"train.{key}",
+            train.get(key),
+            "an integer >= 0",
+        )
+    device = str(train["device"])
+    _check(
+        device in ("auto", "cpu", "cuda") or device.startswith("cuda:"),
+        source,
+        "train.device",
+        device,
+        "auto, cpu, cuda or cuda:N",
+    )
+    _check(
+        isinstance(train["gpus"], int) and train["gpus"] >= 1,
+        source,
+        "train.gpus",
+        train["gpus"],
+        "an integer >= 1",
+    )
+    split = cfg["data"].get("split")
+    _check(
+        isinstance(split, list)
+        and len(split) == 3
+        and all(_is_number(s) and s > 0 for s in split)
+        and abs(sum(split) - 1) < 1e-9,
+        source,
+        "data.split",
+        split,
+        "three positive fractions summing to 1",
+    )
+    for dataset, settings in cfg.get("datasets", {}).items():
+        _check(dataset in DATASETS, source, "datasets", dataset, f"one of {list(DATASETS)}")
+        check_hparams(settings, source, f"datasets.{dataset}")
+    for dataset, models in cfg.get("tuned", {}).items():
+        _check(dataset in DATASETS, source, "tuned", dataset, f"one of {list(DATASETS)}")
+        for model, hp in models.items():
+            _check(
+                model in MODEL_NAMES,
+                source,
+                f"tuned.{dataset}",
+                model,
+                f"one of {list(MODEL_NAMES)}",
+            )
+            check_hparams(hp, source, f"tuned.{dataset}.{model}")
+    for group in ("table2", "table3", "table4"):
+        for model in cfg.get(group, {}).get("models", []):
+            _check(
+                model in MODEL_NAMES,
+                source,
+                f"{group}.models",
+                model,
+                f"one of {list(MODEL_NAMES)}",
+            )
+        for dataset in cfg.get(group, {}).get("datasets", []):
+            _check(
+                dataset in DATASETS,
+                source,
+                f"{group}.datasets",
+                dataset,
+                f"one of {list(DATASETS)}",
+            )
+    seeds = cfg.get("table2", {}).get("seeds", 1)
+    _check(isinstance(seeds, int) and seeds >= 1, source, "table2.seeds", seeds, "an integer >= 1")
+    for param in ("embedding_size", "dropout", "lambda"):
+        sweep = cfg.get("sweeps", {}).get(param, {})
+        for model in sweep.get("models", []):
+            _check(
+                model in MODEL_NAMES,
+                source,
+                f"sweeps.{param}.models",
+                model,
+                f"one of {list(MODEL_NAMES)}",
+            )
+        for value in sweep.get("values", []):
+            check_hparams({param: value}, source, f"sweeps.{param}.values")

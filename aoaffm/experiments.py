@@ -1,0 +1,408 @@
+"""The experiment plan: which training runs each table and figure needs, and their settings.
+
+A run's settings are resolved in one order everywhere: the profile's model/train values, the
+dataset's defaults, the model's tuned values (Table 2 settings), the user's overrides, and
+finally the swept parameter of a Figure 3 sweep. Runs are identified by their settings, so a
+run that two sweeps share is trained once, and changing a setting gives a new run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+MODEL_NAMES = ("fm", "hofm", "ffm", "wide_deep", "deepcross", "afm", "aoafm", "affm", "aoaffm")
+ATTENTION_MODELS = ("afm", "aoafm", "affm", "aoaffm")
+# The paper initialises the attention models from trained FM / FFM embeddings.
+PRETRAINED_FROM = {"afm": "fm", "aoafm": "fm", "affm": "ffm", "aoaffm": "ffm"}
+GROUPS = ("pretrain", "table2", "table3", "table4", "sweeps")
+SWEEP_PARAMS = ("embedding_size", "dropout", "lambda")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that determines one training run's result."""
+
+    group: str
+    dataset: str
+    model: str
+    seed: int
+    embedding_size: int
+    attention_size: int
+    dropout: float
+    lambda_: float
+    learning_rate: float
+    batch_size: int
+    batch_norm: bool
+    epochs: int
+    min_epochs: int
+    patience: int
+    initial_accumulator: float
+    pretrained: str | None = None  # run id of the pretrain run this one starts from
+    # Figure 3 memberships: ((param, value), ...); not part of the run's identity.
+    sweeps: tuple = dataclasses.field(default=(), compare=False)
+
+    def settings(self) -> dict:
+        """The settings that define the result (the identity of the run)."""
+        d = dataclasses.asdict(self)
+        for key in ("group", "sweeps"):
+            d.pop(key)
+        d["lambda"] = d.pop("lambda_")
+        return d
+
+    @property
+    def run_id(self) -> str:
+        digest = hashlib.sha1(json.dumps(self.settings(), sort_keys=True).encode()).hexdigest()
+        return (
+            f"{self.model}-k{self.embedding_size}-d{self.dropout:g}-l{self.lambda_:g}"
+            f"-s{self.seed}-{digest[:8]}"
+        )
+
+    def run_dir(self, runs_root: str | Path = "runs") -> Path:
+        return Path(runs_root) / self.group / self.dataset / self.run_id
+
+    def pretrained_dir(self, runs_root: str | Path = "runs") -> Path | None:
+        if self.pretrained is None:
+            return None
+        return Path(runs_root) / "pretrain" / self.dataset / self.pretrained
+
+
+def _settings(
+    cfg: dict,
+    dataset: str,
+    model: str,
+    *,
+    seed: int,
+    sweep: tuple | None = None,
+    pretraining: bool = False,
+) -> dict:
+    """Resolve one model's settings on one dataset (see the module docstring for the order)."""
+    s = {"dropout": 0.0, "lambda": 0.0, "learning_rate": 0.05, "batch_size": 128}
+    s.update({k: cfg["model"][k] for k in ("embedding_size", "attention_size")})
+    s["batch_norm"] = bool(cfg["model"].get("batch_norm", True))
+    s.update(cfg.get("datasets", {}).get(dataset, {}))
+    s.update(cfg.get("tuned", {}).get(dataset, {}).get(model, {}))
+    overrides = {**cfg["overrides"]["model"], **cfg["overrides"]["train"]}
+    s.update({k: v for k, v in overrides.items() if k in s})
+    if sweep is not None:
+        s[sweep[0]] = sweep[1]
+    if pretraining:  # the paper pre-trains FM and FFM without dropout
+        s["dropout"] = 0.0
+    train = cfg["train"]
+    return {
+        "seed": seed,
+        "embedding_size": int(s["embedding_size"]),
+        "attention_size": int(s["attention_size"]),
+        "dropout": float(s["dropout"]),
+        "lambda_": float(s["lambda"]),
+        "learning_rate": float(s["learning_rate"]),
+        "batch_size": int(s["batch_size"]),
+        "batch_norm": s["batch_norm"],
+        "epochs": int(train["epochs"]),
+        "min_epochs": int(train["min_epochs"]),
+        "patience": int(train["patience"]),
+        "initial_accumulator": float(train["initial_accumulator"]),
+    }
+
+
+def _run(cfg, group, dataset, model, *, seed, sweep=None) -> RunSpec:
+    settings = _settings(cfg, dataset, model, seed=seed, sweep=sweep)
+    pretrained = None
+    if model in PRETRAINED_FROM:
+        pretrained = pretrain_spec(
+            cfg, dataset, PRETRAINED_FROM[model], settings["embedding_size"]
+        ).run_id
+    return RunSpec(
+        group=group,
+        dataset=dataset,
+        model=model,
+        pretrained=pretrained,
+        sweeps=(sweep,) if sweep else (),
+        **settings,
+    )
+
+
+def pretrain_spec(cfg: dict, dataset: str, model: str, embedding_size: int) -> RunSpec:
+    """The FM or FFM run whose embeddings initialise the attention models at this K."""
+    settings = _settings(cfg, dataset, model, seed=cfg["seed"], pretraining=True)
+    settings["embedding_size"] = embedding_size
+    return RunSpec(group="pretrain", dataset=dataset, model=model, **settings)
+
+
+def _dedupe(runs: list[RunSpec]) -> list[RunSpec]:
+    """One run per identity; a run that several sweeps share keeps all memberships."""
+    by_id: dict[str, RunSpec] = {}
+    for run in runs:
+        if run.run_id in by_id:
+            first = by_id[run.run_id]
+            by_id[run.run_id] = dataclasses.replace(first, sweeps=first.sweeps + run.sweeps)
+        else:
+            by_id[run.run_id] = run
+    return list(by_id.values())
+
+
+def datasets_of(cfg: dict, group: str) -> list[str]:
+    """The datasets a group runs on (pretrain: every dataset some attention run needs)."""
+    if group == "pretrain":
+        names = []
+        for g in GROUPS[1:]:
+            names += [d for d in datasets_of(cfg, g) if d not in names]
+        return names
+    return list(cfg.get(group, {}).get("datasets", []))
+
+
+def plan(cfg: dict, group: str, dataset: str) -> list[RunSpec]:
+    """The runs of one group on one dataset, in a stable order."""
+    if group not in GROUPS:
+        raise ValueError(f"unknown group {group!r}; expected one of {list(GROUPS)}")
+    if dataset not in datasets_of(cfg, group):
+        return []
+    seed = cfg["seed"]
+    if group == "pretrain":
+        needed = [r for g in GROUPS[1:] for r in plan(cfg, g, dataset) if r.pretrained]
+        specs = {}
+        for run in needed:
+            spec = pretrain_spec(cfg, dataset, PRETRAINED_FROM[run.model], run.embedding_size)
+            specs[spec.run_id] = spec
+        return list(specs.values())
+    if group == "table2":
+        seeds = range(seed, seed + int(cfg["table2"]["seeds"]))
+        return [
+            _run(cfg, group, dataset, m, seed=s) for m in cfg["table2"]["models"] for s in seeds
+        ]
+    if group in ("table3", "table4"):
+        return [_run(cfg, group, dataset, m, seed=seed) for m in cfg[group]["models"]]
+    runs = []
+    for param in SWEEP_PARAMS:
+        sweep = cfg["sweeps"].get(param, {})
+        for model in sweep.get("models", []):
+            for value in sweep.get("values", []):
+                runs.append(_run(cfg, group, dataset, model, seed=seed, sweep=(param, value)))
+    return _dedupe(runs)
+
+
+def record(spec: RunSpec, metrics: dict, runs_root: str | Path = "runs") -> list[dict]:
+    """The report's run records for one finished run (one per sweep membership)."""
+    run_dir = spec.run_dir(runs_root)
+    base = {
+        "group": spec.group,
+        "dataset": spec.dataset,
+        "model": spec.model,
+        "seed": spec.seed,
+        "embedding_size": spec.embedding_size,
+        "attention_size": spec.attention_size,
+        "dropout": spec.dropout,
+        "lambda": spec.lambda_,
+        "learning_rate": spec.learning_rate,
+        "batch_size": spec.batch_size,
+        "sweep_param": None,
+        "sweep_value": None,
+        **{
+            k: metrics.get(k)
+            for k in (
+                "validation_rmse",
+                "test_rmse",
+                "train_rmse",
+                "best_epoch",
+                "epochs",
+                "params",
+                "wall_time_s",
+                "device",
+            )
+        },
+        "run_dir": str(run_dir),
+        "history": str(run_dir / "history.json"),
+    }
+    if spec.group != "sweeps":
+        return [base]
+    return [
+        {**base, "group": f"sweep_{p}", "sweep_param": p, "sweep_value": v} for p, v in spec.sweeps
+    ]
+
+
+# --------------------------------------------------------------------------- execution
+
+
+def train_config(spec: RunSpec, cfg: dict):
+    """The trainer's configuration for one run."""
+    from aoaffm.train import TrainConfig
+
+    is_attention = spec.model in ATTENTION_MODELS
+    return TrainConfig(
+        learning_rate=spec.learning_rate,
+        batch_size=spec.batch_size,
+        epochs=spec.epochs,
+        min_epochs=spec.min_epochs,
+        patience=spec.patience,
+        initial_accumulator=spec.initial_accumulator,
+        lambda_attention=spec.lambda_ if is_attention else 0.0,
+        lambda_interaction=spec.lambda_ if is_attention else 0.0,
+        seed=spec.seed,
+        device=str(cfg["train"]["device"]),
+        bf16=bool(cfg["train"]["bf16"]),
+        eval_batch_size=int(cfg["train"].get("eval_batch_size", 65536)),
+    )
+
+
+def build_model(spec: RunSpec, data, runs_root: str | Path = "runs"):
+    """A freshly initialised model for the run (seeded), loaded from its pretrained run."""
+    from aoaffm.models import create, load_model
+    from aoaffm.train import seed_everything
+
+    hparams = {"dropout": spec.dropout, "batch_norm": spec.batch_norm}
+    if spec.model in ATTENTION_MODELS:
+        hparams["attention_size"] = spec.attention_size
+    seed_everything(spec.seed)
+    model = create(spec.model, data.n_features, data.n_fields, spec.embedding_size, **hparams)
+    if spec.pretrained is not None:
+        source = spec.pretrained_dir(runs_root) / "model.pt"
+        if not source.is_file():
+            raise FileNotFoundError(
+                f"{spec.run_id}: pretrained model {source} is missing; run the pretrain stage "
+                f"for {spec.dataset} first"
+            )
+        model.load_pretrained(load_model(source))
+    return model
+
+
+def run_group(
+    cfg: dict,
+    group: str,
+    dataset: str,
+    *,
+    data_root: str | Path = "data/processed",
+    runs_root: str | Path = "runs",
+    progress: bool = True,
+    is_main: bool = True,
+) -> list:
+    """Train every run of a group that has no metrics yet; remove runs no longer planned.
+
+    Runs are resumable (the trainer checkpoints each epoch), so an interrupted stage picks up
+    where it stopped instead of starting over.
+    """
+    import shutil
+
+    from tqdm import tqdm
+
+    from aoaffm.data import load_processed
+    from aoaffm.train import train_model
+
+    runs = plan(cfg, group, dataset)
+    data = load_processed(Path(data_root) / dataset)
+    group_dir = Path(runs_root) / group / dataset
+    if is_main and group_dir.is_dir():  # settings changed: drop runs of the old settings
+        planned = {r.run_id for r in runs}
+        for stale in group_dir.iterdir():
+            if stale.is_dir() and stale.name not in planned:
+                shutil.rmtree(stale)
+    # Fail before any training on a missing pretrained model or a bad setting.
+    for spec in runs:
+        if (
+            spec.pretrained is not None
+            and not (spec.pretrained_dir(runs_root) / "model.pt").is_file()
+        ):
+            raise FileNotFoundError(
+                f"{spec.run_id}: pretrained model {spec.pretrained_dir(runs_root) / 'model.pt'} "
+                f"is missing; run the pretrain stage for {dataset} first"
+            )
+        train_config(spec, cfg)
+    results = []
+    for spec in tqdm(runs, desc=f"{group}/{dataset}", unit="run", disable=not progress):
+        run_dir = spec.run_dir(runs_root)
+        model = build_model(spec, data, runs_root)
+        metrics = train_model(model, data, train_config(spec, cfg), run_dir, progress=progress)
+        results.append((spec, metrics))
+    if is_main:
+        group_dir.mkdir(parents=True, exist_ok=True)
+    return results
+
+
+def collect_records(cfg: dict, runs_root: str | Path = "runs") -> list[dict]:
+    """The run records of every planned run (a planned run without metrics is an error)."""
+    from aoaffm.io import read_json
+
+    records = []
+    for group in GROUPS:
+        for dataset in datasets_of(cfg, group):
+            for spec in plan(cfg, group, dataset):
+                metrics_path = spec.run_dir(runs_root) / "metrics.json"
+                if not metrics_path.is_file():
+                    raise FileNotFoundError(
+                        f"{metrics_path}: run {spec.run_id} of {group}/{dataset} has not finished"
+                    )
+                records += record(spec, read_json(metrics_path), runs_root)
+    return records
+
+
+# Where the paper is silent we follow the public AFM/NFM code; the report lists these.
+PROTOCOL_NOTES = (
+    "Loss per mini-batch: half the sum of squared errors plus λ/2 times the squared L2 norm "
+    "of the attention W (λ1) and of Q (λ2), as tf.nn.l2_loss / l2_regularizer in the AFM code; "
+    "λ1 = λ2 = the λ of Table 2.",
+    "RMSE on predictions clipped to the label range [-1, 1] (AFM/NFM code).",
+    "Early stopping: after more than 5 epochs, stop once the validation RMSE rose 4 epochs in "
+    "a row; the best epoch's weights are kept and evaluated on the test set (AFM code).",
+    "Adagrad with initial accumulator 1e-8 (the TensorFlow code's value).",
+    "Learning rates: the paper searched {0.005, 0.01, 0.05, 0.1} without publishing the "
+    "winners; params.yaml fixes 0.05 (0.01 for the deep baselines and Criteo).",
+    "Baselines' dropout: 0.1 on MovieLens and 0.4 on Frappe (the paper's Figure 3 text); "
+    "Criteo's λ for AFM and AoAFFM is not published: 1.",
+    "Table 3's AFM, AoAFM and AoAFFM cells are the Table 2 runs' test RMSE (mean ± std over "
+    "seeds); the pretrained FM and FFM are trained without dropout with the same seed.",
+)
+
+
+def environment(cfg: dict) -> dict:
+    """Versions, device and git revision for the report."""
+    import datetime
+    import platform
+    import subprocess
+
+    import numpy
+    import torch
+
+    def _version(name: str) -> str | None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+        )
+        rev += " (uncommitted changes)" if dirty else ""
+    except (OSError, subprocess.CalledProcessError):
+        rev = None
+    device = cfg["train"]["device"]
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    gpu = (
+        torch.cuda.get_device_name(0)
+        if device.startswith("cuda") and torch.cuda.is_available()
+        else None
+    )
+    return {
+        "profile": cfg["profile"],
+        "git_revision": rev,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "dvc": _version("dvc"),
+        "device": device if gpu is None else f"{device} ({gpu})",
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }

@@ -1,0 +1,40 @@
+"""Stage: render Tables 1-4, Figures 3-4, the parameter counts and reports/REPORT.md."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+
+from aoaffm.config import load_config  # noqa: E402
+from aoaffm.experiments import PROTOCOL_NOTES, datasets_of  # noqa: E402
+from aoaffm.io import read_json  # noqa: E402
+from aoaffm.models import parameter_rows  # noqa: E402
+from aoaffm.report import build_report  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args()
+    cfg = load_config(args.params)
+    datasets = [d for g in ("table2", "table3", "table4") for d in datasets_of(cfg, g)]
+    metas = {
+        d: read_json(Path("data/processed") / d / "meta.json") for d in dict.fromkeys(datasets)
+    }
+    paths = build_report(
+        read_json("results/runs.json"),
+        metas,
+        Path("reports"),
+        profile=cfg["profile"],
+        environment=read_json("results/environment.json"),
+        param_rows=parameter_rows(),
+        notes=PROTOCOL_NOTES,
+    )
+    print("\n".join(f"wrote {p}" for p in paths.values()) if isinstance(paths, dict) else paths)
+
+
+if __name__ == "__main__":
+    main()

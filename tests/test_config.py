@@ -1,0 +1,124 @@
+"""params.yaml resolution, value checks, and the experiment plan built from it."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+from conftest import REPO_ROOT
+
+from aoaffm.config import ConfigError, load_config, resolve
+from aoaffm.experiments import ATTENTION_MODELS, GROUPS, datasets_of, plan, pretrain_spec
+
+
+@pytest.fixture(scope="module")
+def params() -> dict:
+    with open(REPO_ROOT / "params.yaml", encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def _cfg(params, **top):
+    p = copy.deepcopy(params)
+    for dotted, value in top.items():
+        *path, key = dotted.split("__")
+        node = p
+        for part in path:
+            node = node.setdefault(part, {})
+        node[key] = value
+    return resolve(p)
+
+
+def test_committed_params_are_the_paper_protocol():
+    cfg = load_config(REPO_ROOT / "params.yaml")
+    assert cfg["profile"] == "paper"
+    assert cfg["model"]["embedding_size"] == 256 and cfg["model"]["attention_size"] == 256
+    assert cfg["datasets"]["frappe"]["batch_size"] == 128
+    assert cfg["datasets"]["movielens"]["batch_size"] == 4096
+    assert cfg["table2"]["seeds"] == 10
+    # Table 2's tuned settings
+    assert cfg["tuned"]["frappe"]["afm"] == {"dropout": 0.6, "lambda": 10}
+    assert cfg["tuned"]["movielens"]["aoaffm"] == {"dropout": 0.4, "lambda": 1}
+
+
+def test_quick_profile_replaces_only_its_keys(params):
+    cfg = _cfg(params, profile="quick")
+    assert cfg["model"]["embedding_size"] == 16
+    assert cfg["model"]["batch_norm"] is True  # kept from the paper profile
+    assert cfg["data"]["frappe"]["source"] == "raw"
+    assert cfg["table2"]["seeds"] == 2 and cfg["table2"]["models"] == list(ATTENTION_MODELS)
+
+
+def test_dropout_override_reaches_every_trained_model_but_not_pretraining(params):
+    cfg = _cfg(params, profile="quick", model__dropout=0.4)
+    for group in GROUPS:
+        for dataset in datasets_of(cfg, group):
+            for run in plan(cfg, group, dataset):
+                swept = {p for p, _ in run.sweeps}
+                if group == "pretrain":
+                    assert run.dropout == 0.0
+                elif "dropout" not in swept:
+                    assert run.dropout == 0.4, (group, dataset, run.run_id)
+
+
+def test_settings_order_profile_dataset_tuned_override_sweep(params):
+    cfg = _cfg(params)
+    afm = next(r for r in plan(cfg, "table2", "frappe") if r.model == "afm")
+    assert (afm.dropout, afm.lambda_, afm.batch_size, afm.embedding_size) == (0.6, 10, 128, 256)
+    ffm = next(r for r in plan(cfg, "table4", "criteo") if r.model == "ffm")
+    assert (ffm.embedding_size, ffm.batch_size) == (4, 128)  # Table 4's per-model settings
+    cfg = _cfg(params, model__embedding_size=32)
+    ffm = next(r for r in plan(cfg, "table4", "criteo") if r.model == "ffm")
+    assert ffm.embedding_size == 32  # the user's override wins over the tuned value
+    sweep = plan(cfg, "sweeps", "frappe")
+    assert {r.embedding_size for r in sweep if ("embedding_size", 8) in r.sweeps} == {8}
+
+
+def test_attention_runs_point_at_a_planned_pretrain_run(params):
+    cfg = _cfg(params)
+    for dataset in datasets_of(cfg, "pretrain"):
+        pretrain_ids = {r.run_id for r in plan(cfg, "pretrain", dataset)}
+        for group in ("table2", "table4", "sweeps"):
+            for run in plan(cfg, group, dataset):
+                if run.model in ATTENTION_MODELS:
+                    assert run.pretrained in pretrain_ids
+    spec = pretrain_spec(cfg, "frappe", "ffm", 64)
+    assert spec.embedding_size == 64 and spec.dropout == 0.0
+
+
+def test_sweeps_share_identical_runs_and_keep_every_membership(params):
+    cfg = _cfg(params)
+    runs = plan(cfg, "sweeps", "frappe")
+    assert len({r.run_id for r in runs}) == len(runs)
+    # AoAFFM at K = 256 and its tuned dropout/λ belongs to all three sweeps
+    shared = [r for r in runs if r.model == "aoaffm" and len(r.sweeps) == 3]
+    assert len(shared) == 1
+    assert {p for p, _ in shared[0].sweeps} == {"embedding_size", "dropout", "lambda"}
+
+
+def test_table2_seeds_and_run_ids_are_stable(params):
+    cfg = _cfg(params)
+    runs = plan(cfg, "table2", "movielens")
+    assert len(runs) == 4 * 10
+    assert [r.run_id for r in runs] == [r.run_id for r in plan(cfg, "table2", "movielens")]
+    assert len({r.seed for r in runs}) == 10
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("model__dropout", 1.0, "model.dropout = 1.0; expected a number in [0, 1)"),
+        ("model__dropout", -0.1, "model.dropout"),
+        ("train__learning_rate", -0.05, "train.learning_rate = -0.05; expected a number > 0"),
+        ("model__embedding_size", 0, "model.embedding_size"),
+        ("profile", "fast", "profile is 'fast'; expected one of ['paper', 'quick']"),
+        ("train__device", "tpu", "train.device"),
+        ("train__gpus", 0, "train.gpus"),
+        ("paper__table3__models", ["fm", "nfm"], "table3.models = 'nfm'; expected one of"),
+        ("paper__data__split", [0.7, 0.2, 0.2], "data.split"),
+    ],
+)
+def test_bad_values_are_clear_errors(params, key, value, message):
+    with pytest.raises(ConfigError) as err:
+        _cfg(params, **{key: value})
+    assert "params.yaml" in str(err.value) and message in str(err.value)
