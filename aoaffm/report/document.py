@@ -1,0 +1,291 @@
+"""The report's entry points: ``build_report`` (tables, figures, REPORT.md) and
+``metrics_summary`` (the small flat metrics file for ``dvc metrics show``)."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from tabulate import tabulate
+
+from ..io import atomic_dir, write_json, write_text
+from . import tables
+from .claims import NOT_EVALUABLE, NOT_REPRODUCED, REPRODUCED, SPREAD_RULE, evaluate_claims
+from .figures import (
+    FIGURE_DATASETS,
+    SWEEPS,
+    figure3_data,
+    figure4_data,
+    plot_figure3,
+    plot_figure4,
+)
+from .paper import DATASET_LABELS, FIGURES_NOTE, MODEL_LABELS, paper_cells
+from .records import load_json, table_cell, validate_records
+
+PAPER_PROFILE = "paper"
+
+
+def _banner(profile: str) -> str:
+    if profile == PAPER_PROFILE:
+        return ""
+    return (
+        f"> **{profile.capitalize()}-profile output (profile `{profile}`): these are NOT the "
+        "paper's protocol numbers.** Smaller models, fewer epochs and seeds and stand-in data "
+        "exercise the whole pipeline; compare them with the paper for shape, not for value."
+    )
+
+
+def _subtitle(profile: str) -> str:
+    if profile == PAPER_PROFILE:
+        return "profile: paper"
+    return f"profile: {profile} — NOT the paper's protocol numbers"
+
+
+def _md_table(rows: list[dict]) -> str:
+    return tabulate(rows, headers="keys", tablefmt="github", disable_numparse=True)
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _claims_section(results) -> str:
+    counts = Counter(r.status for r in results)
+    rows = [
+        {
+            "Claim": f"**{r.claim.rq}** {r.claim.text}",
+            "Source": r.claim.source,
+            "Status": r.status,
+            "Beyond seed spread": r.beyond_spread,
+            "Evidence": "<br>".join(r.to_dict()["evidence"]) or "—",
+        }
+        for r in results
+    ]
+    return "\n".join(
+        [
+            "## Claims checklist",
+            "",
+            f"{counts[REPRODUCED]} reproduced, {counts[NOT_REPRODUCED]} not reproduced, "
+            f"{counts[NOT_EVALUABLE]} not evaluable (of {len(results)}).",
+            "",
+            "- A claim is *reproduced* when every comparison it makes holds on our mean RMSE, "
+            "*not reproduced* when one fails, *not evaluable* when a run it needs is missing "
+            "(or the claim is a qualitative reading of a figure).",
+            f"- {SPREAD_RULE}",
+            "- Tables 2-4's cells are read as in the tables above; Figure 3's claims use the "
+            "mean validation RMSE over seeds per swept value.",
+            "",
+            _md_table(rows),
+        ]
+    )
+
+
+def _param_section(param_rows: Iterable[Mapping]) -> str:
+    rows = [
+        {
+            "Model": MODEL_LABELS.get(str(r.get("model")), r.get("model")),
+            "Dataset": DATASET_LABELS.get(str(r.get("dataset")), r.get("dataset")),
+            "Ours": _fmt(r.get("ours")),
+            "Paper": _fmt(r.get("paper")),
+            "Agrees": _fmt(r.get("agrees")),
+            "Note": r.get("note") or "",
+        }
+        for r in param_rows
+    ]
+    body = _md_table(rows) if rows else "No parameter counts were supplied."
+    return (
+        "## Parameter counts\n\nExact counts of our models beside the paper's Table 3.\n\n" + body
+    )
+
+
+def _environment_section(environment: Mapping | None, records: list[dict]) -> str:
+    lines = ["## Environment", ""]
+    if environment:
+        lines.append(_md_table([{"Item": k, "Value": _fmt(v)} for k, v in environment.items()]))
+    else:
+        lines.append("No environment was recorded (results/environment.json missing).")
+    devices = Counter(str(r.get("device")) for r in records if r.get("device"))
+    if devices:
+        used = ", ".join(f"{d} ({n} runs)" for d, n in devices.most_common())
+        lines += ["", f"Devices the runs trained on: {used}."]
+    return "\n".join(lines)
+
+
+def _provenance_section(metas: Mapping[str, Mapping]) -> str:
+    files, splits = [], []
+    for name, meta in metas.items():
+        dataset = DATASET_LABELS.get(str(meta.get("dataset", name)), name)
+        for file, source in (meta.get("sources") or {}).items():
+            source = source or {}
+            files.append(
+                {
+                    "Dataset": dataset,
+                    "Variant": meta.get("variant") or "—",
+                    "File": file,
+                    "sha256": f"`{source.get('sha256')}`" if source.get("sha256") else "—",
+                    "Verified": _fmt(source.get("verified")),
+                    "URL": source.get("url") or "—",
+                }
+            )
+        sizes = meta.get("split_sizes") or {}
+        splits.append(
+            {
+                "Dataset": dataset,
+                "Train": _fmt(sizes.get("train")),
+                "Validation": _fmt(sizes.get("validation")),
+                "Test": _fmt(sizes.get("test")),
+                "Positives": _fmt(meta.get("positives")),
+                "Negatives": _fmt(meta.get("negatives")),
+                "Seed": str(meta.get("seed", "—")),
+            }
+        )
+    lines = ["## Data provenance", ""]
+    if not metas:
+        return "\n".join(lines + ["No processed dataset was described (no meta.json)."])
+    lines += [
+        "Source files and their SHA-256 digests as recorded in each processed dataset's "
+        "meta.json; *Verified* says whether the digest matched a published checksum (otherwise "
+        "it is the digest we saw).",
+        "",
+        _md_table(files) if files else "No sources recorded.",
+        "",
+        _md_table(splits),
+    ]
+    return "\n".join(lines)
+
+
+def _gaps(records: list[dict], figure4_gaps: list[str]) -> list[str]:
+    gaps = []
+    for table in ("table2", "table3", "table4"):
+        missing = [
+            f"{DATASET_LABELS[d]} {MODEL_LABELS[m]}"
+            for t, d, m, _ in paper_cells()
+            if t == table and table_cell(records, t, d, m) is None
+        ]
+        if missing:
+            gaps.append(f"{table.capitalize()}: no runs for {', '.join(missing)}")
+    for dataset in FIGURE_DATASETS:
+        for group, label, _ in SWEEPS:
+            if not any(r["group"] == group and r["dataset"] == dataset for r in records):
+                gaps.append(
+                    f"Figure 3: no sweep of {label[0].lower()}{label[1:]} on {DATASET_LABELS[dataset]}"
+                )
+    return gaps + figure4_gaps
+
+
+def build_report(
+    records: Iterable[dict],
+    metas: Mapping[str, Mapping],
+    out_dir: str | os.PathLike,
+    *,
+    profile: str,
+    environment: Mapping | None = None,
+    param_rows: Iterable[Mapping] = (),
+    notes: Iterable[str] = (),
+    root: str | os.PathLike = ".",
+) -> dict[str, Path]:
+    """Write Tables 1-4, Figures 3-4, claims.json, params.md and REPORT.md under ``out_dir``.
+
+    ``records`` are the run records (results/runs.json), ``metas`` each processed dataset's
+    meta.json by name, ``notes`` the protocol choices where the paper is silent, ``root`` the
+    folder the records' relative history paths start from. Every file is written atomically;
+    REPORT.md is written last. Returns the written paths by name.
+    """
+    records = validate_records(records)
+    out_dir = Path(out_dir)
+    banner, param_rows, notes = _banner(profile), list(param_rows), list(notes)
+    built = [
+        tables.table1(metas),
+        *(f(records) for f in (tables.table2, tables.table3, tables.table4)),
+    ]
+    fig4, fig4_gaps = figure4_data(records, root)
+    paths: dict[str, Path] = {}
+    with atomic_dir(out_dir / "tables") as tmp:
+        for table in built:
+            for key, path in tables.write_table(table, tmp, profile=profile, banner=banner).items():
+                paths[key] = out_dir / "tables" / path.name
+        fig3 = figure3_data(records)
+        for name, frame in (("figure3", fig3), ("figure4", fig4)):
+            frame.assign(profile=profile).to_csv(
+                tmp / f"{name}_data.csv", index=False, float_format="%.6g"
+            )
+            paths[f"{name}_data"] = out_dir / "tables" / f"{name}_data.csv"
+    with atomic_dir(out_dir / "figures") as tmp:
+        plot_figure3(records, tmp / "figure3.png", subtitle=_subtitle(profile))
+        plot_figure4(fig4, tmp / "figure4.png", subtitle=_subtitle(profile))
+    paths["figure3"] = out_dir / "figures" / "figure3.png"
+    paths["figure4"] = out_dir / "figures" / "figure4.png"
+
+    results = evaluate_claims(records)
+    paths["claims"] = out_dir / "claims.json"
+    write_json(paths["claims"], {"profile": profile, "claims": [r.to_dict() for r in results]})
+    params_md = _param_section(param_rows)
+    paths["params"] = out_dir / "params.md"
+    write_text(
+        paths["params"],
+        (banner + "\n\n" if banner else "") + params_md.replace("## ", "# ", 1) + "\n",
+    )
+
+    groups = Counter(r["group"] for r in records)
+    sections = [
+        f"# AoAFFM reproduction report — profile: {profile}",
+        banner,
+        "Reproduction of *Attention-over-Attention Field-aware Factorization Machine* "
+        f"(AoAFFM, AAAI). Built from {len(records)} run records ("
+        + (", ".join(f"{g}: {n}" for g, n in groups.items()) or "none")
+        + "). Every table is also written as CSV under `tables/`.",
+        *(tables.markdown(t, level=2).rstrip() for t in built),
+        "## Figure 3\n\n![Figure 3: validation RMSE against embedding size, dropout and λ]"
+        f"(figures/figure3.png)\n\nMean validation RMSE over seeds per swept value (error bars: "
+        f"± one standard deviation where there are several seeds). {FIGURES_NOTE}",
+        "## Figure 4\n\n![Figure 4: training and validation RMSE per epoch](figures/figure4.png)"
+        "\n\nAoAFFM and AFM: the table2 run with the lowest seed; FFM: its table3 run. Solid: "
+        "validation, dashed: training.",
+        _claims_section(results),
+        params_md,
+        "## Protocol choices where the paper is silent\n\n"
+        + ("\n".join(f"- {n}" for n in notes) or "None recorded."),
+        _environment_section(environment, records),
+        _provenance_section(metas),
+    ]
+    gaps = _gaps(records, fig4_gaps)
+    sections.append(
+        "## Gaps\n\n" + ("\n".join(f"- {g}" for g in gaps) or "None: every cell has runs.")
+    )
+    paths["report"] = out_dir / "REPORT.md"
+    write_text(paths["report"], "\n\n".join(s for s in sections if s) + "\n")
+    return paths
+
+
+def metrics_summary(records: Iterable[dict]) -> dict:
+    """Flat per-dataset metrics for ``dvc metrics show``: Tables 3/4 test RMSE and Table 2
+    validation RMSE (means over seeds), numbers only."""
+    records = validate_records(records)
+    summary: dict[str, dict[str, float]] = {}
+    for table, dataset, model, _ in paper_cells():
+        cell = table_cell(records, table, dataset, model)
+        if cell is None or not math.isfinite(cell.stat.mean):
+            continue
+        metric = "validation_rmse" if table == "table2" else "test_rmse"
+        summary.setdefault(dataset, {})[f"{model}_{metric}"] = round(cell.stat.mean, 6)
+    return summary
+
+
+def read_metas(paths: Iterable[str | os.PathLike]) -> dict[str, dict]:
+    """Each processed dataset's meta.json by its ``dataset`` name."""
+    metas = {}
+    for path in paths:
+        meta = load_json(path, "a processed dataset's meta.json")
+        if not isinstance(meta, dict) or "dataset" not in meta:
+            raise ValueError(f"{path}: expected a meta.json object with a 'dataset' key")
+        metas[meta["dataset"]] = meta
+    return metas
