@@ -91,12 +91,14 @@ def built(tmp_path_factory):
         root / "reports",
         profile="quick",
         environment=ENVIRONMENT,
-        param_rows=[
+        param_rows=[  # as aoaffm.models.parameter_rows gives them
             {
-                "model": "fm",
                 "dataset": "frappe",
-                "ours": 1_377_583,
-                "paper": "1.38M",
+                "model": "fm",
+                "params": 1_377_583,
+                "params_batch_norm": 1_377_583,
+                "paper": "1.38",
+                "ours": "1.38",
                 "agrees": True,
                 "note": "",
             }
@@ -173,7 +175,11 @@ def test_report_has_every_section_and_the_quick_banner(built):
     assert "4adc616de57170f282397f6e6e30215f97fa7ad1b7f40bd12ef5dceaaf3e9b4e" in text
     assert "abc123" in text and "cpu (" in text
     assert "Learning rate fixed at 0.05" in text
-    assert "1,377,583" in text
+    params = paths["params"].read_text()
+    assert "| FM      | Frappe    | 1,377,583 " in params and "| 1.38M  | 1.38M   | yes" in params
+    table_lines = [line for line in params.splitlines() if line.startswith("|")]
+    assert "\n".join(table_lines) in text  # REPORT.md holds the same table
+
     assert "|Δmean| > std₁ + std₂" in text
     assert f"Built from {len(records)} run records" in text
     for table in ("table1", "table4"):

@@ -89,13 +89,32 @@ def _claims_section(results) -> str:
     )
 
 
+def _millions(value) -> str:
+    """A count in millions as the paper prints it ("23.24" -> "23.24M"); exact ints as is."""
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return value
+        return f"{value}M"
+    return _fmt(value)
+
+
 def _param_section(param_rows: Iterable[Mapping]) -> str:
+    """Rows {model, dataset, ours, paper, agrees, note}; optional exact counts are shown too."""
+    param_rows = list(param_rows)
+    extra = [
+        (key, label)
+        for key, label in (("params", "Exact"), ("params_batch_norm", "Exact with batch norm"))
+        if any(key in r for r in param_rows)
+    ]
     rows = [
         {
             "Model": MODEL_LABELS.get(str(r.get("model")), r.get("model")),
             "Dataset": DATASET_LABELS.get(str(r.get("dataset")), r.get("dataset")),
-            "Ours": _fmt(r.get("ours")),
-            "Paper": _fmt(r.get("paper")),
+            **{label: _fmt(r.get(key)) for key, label in extra},
+            "Ours": _millions(r.get("ours")),
+            "Paper": _millions(r.get("paper")),
             "Agrees": _fmt(r.get("agrees")),
             "Note": r.get("note") or "",
         }

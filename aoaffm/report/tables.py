@@ -241,6 +241,7 @@ def table3(records: list[dict]) -> Table:
                 "params_paper": p.params_printed,
                 "params_ours": params[0] if len(params) == 1 else None,
                 "params_agree": agree,
+                "embedding_size_ours": distinct(cell.records if cell else (), "embedding_size"),
                 **_rmse_columns(cell, p.test_rmse),
                 "source_group": cell.group if cell else None,
             }
@@ -252,6 +253,7 @@ def table3(records: list[dict]) -> Table:
                 "#params paper": p.params_printed,
                 "#params ours": ", ".join(f"{n:,} ({n / 1e6:.2f}M)" for n in params) or MISSING,
                 "#params agree": {True: "yes", False: "no", None: MISSING}[agree],
+                "K ours": rows[-1]["embedding_size_ours"] or MISSING,
                 **_rmse_display(cell, p.test_rmse),
                 "Runs": cell.group if cell else MISSING,
             }
