@@ -123,6 +123,8 @@ def test_table3_attention_rows_come_from_table2_with_exact_params():
     aoaffm = row(table, dataset="movielens", model="aoaffm")
     assert (aoaffm["params_ours"], aoaffm["params_agree"]) == (69_620_001, False)
     assert "69,620,001 (69.62M)" in markdown(table)
+    small = table3([dict(r, embedding_size=16) for r in records])
+    assert row(small, dataset="movielens", model="fm")["params_agree"] is None  # K = 16
 
 
 def test_table3_falls_back_to_table3_runs_of_attention_models():
