@@ -111,7 +111,7 @@ def check_hparams(hp: dict, source: str, where: str) -> None:
 
 
 def validate(cfg: dict, source: str = "params.yaml") -> None:
-    from aoaffm.experiments import MODEL_NAMES  # one list of model names
+    from aoaffm.models import MODEL_NAMES
 
     _check(isinstance(cfg["seed"], int), source, "seed", cfg["seed"], "an integer")
     for name in ("model", "train"):

@@ -14,7 +14,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-MODEL_NAMES = ("fm", "hofm", "ffm", "wide_deep", "deepcross", "afm", "aoafm", "affm", "aoaffm")
 ATTENTION_MODELS = ("afm", "aoafm", "affm", "aoaffm")
 # The paper initialises the attention models from trained FM / FFM embeddings.
 PRETRAINED_FROM = {"afm": "fm", "aoafm": "fm", "affm": "ffm", "aoaffm": "ffm"}
