@@ -184,6 +184,21 @@ def validate(cfg: dict, source: str = "params.yaml") -> None:
                 dataset,
                 f"one of {list(DATASETS)}",
             )
+    for model, sizes in cfg.get("model", {}).get("hidden_sizes", {}).items():
+        _check(
+            model in ("wide_deep", "deepcross"),
+            source,
+            "model.hidden_sizes",
+            model,
+            "wide_deep or deepcross",
+        )
+        _check(
+            isinstance(sizes, list) and sizes and all(isinstance(h, int) and h >= 1 for h in sizes),
+            source,
+            f"model.hidden_sizes.{model}",
+            sizes,
+            "a list of integers >= 1",
+        )
     seeds = cfg.get("table2", {}).get("seeds", 1)
     _check(isinstance(seeds, int) and seeds >= 1, source, "table2.seeds", seeds, "an integer >= 1")
     for param in ("embedding_size", "dropout", "lambda"):

@@ -40,6 +40,7 @@ class RunSpec:
     min_epochs: int
     patience: int
     initial_accumulator: float
+    hidden_sizes: tuple | None = None  # Wide&Deep's MLP / DeepCross's residual units
     pretrained: str | None = None  # run id of the pretrain run this one starts from
     # Figure 3 memberships: ((param, value), ...); not part of the run's identity.
     sweeps: tuple = dataclasses.field(default=(), compare=False)
@@ -91,7 +92,9 @@ def _settings(
     if pretraining:  # the paper pre-trains FM and FFM without dropout
         s["dropout"] = 0.0
     train = cfg["train"]
+    hidden = cfg["model"].get("hidden_sizes", {}).get(model)
     return {
+        "hidden_sizes": tuple(hidden) if hidden else None,
         "seed": seed,
         "embedding_size": int(s["embedding_size"]),
         "attention_size": int(s["attention_size"]),
@@ -254,6 +257,8 @@ def build_model(spec: RunSpec, data, runs_root: str | Path = "runs"):
     hparams = {"dropout": spec.dropout, "batch_norm": spec.batch_norm}
     if spec.model in ATTENTION_MODELS:
         hparams["attention_size"] = spec.attention_size
+    if spec.hidden_sizes is not None:
+        hparams["hidden_sizes"] = list(spec.hidden_sizes)
     seed_everything(spec.seed)
     model = create(spec.model, data.n_features, data.n_fields, spec.embedding_size, **hparams)
     if spec.pretrained is not None:

@@ -116,6 +116,7 @@ def test_table2_seeds_and_run_ids_are_stable(params):
         ("train__gpus", 0, "train.gpus"),
         ("paper__table3__models", ["fm", "nfm"], "table3.models = 'nfm'; expected one of"),
         ("paper__data__split", [0.7, 0.2, 0.2], "data.split"),
+        ("paper__model__hidden_sizes", {"wide_deep": [64, 0]}, "model.hidden_sizes.wide_deep"),
     ],
 )
 def test_bad_values_are_clear_errors(params, key, value, message):
