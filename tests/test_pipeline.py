@@ -1,0 +1,162 @@
+"""`dvc repro` end to end in a temporary copy of the project, on a scaled-down quick profile.
+
+The quick profile is cut further (one epoch, small K, Frappe and the Criteo sample only, short
+sweeps) so that the whole chain — download from the mirror, preprocess, pretrain, the table
+and sweep stages, evaluate, report — runs in a few minutes on 2 cores. It checks the
+artifacts' structure, Table 1's Frappe row, the claims checklist's format, and that a second
+`dvc repro` finds nothing to do.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "train": {"epochs": 1},
+    "model": {"embedding_size": 8, "attention_size": 8},
+    "table2": {"datasets": ["frappe"]},
+    "table3": {"datasets": ["frappe"]},
+    "sweeps": {
+        "datasets": ["frappe"],
+        "embedding_size": {"models": ["fm", "aoaffm"], "values": [4, 8]},
+        "dropout": {"models": ["fm", "aoaffm"], "values": [0.1]},
+        "lambda": {"models": ["aoaffm"], "values": [0.1]},
+    },
+}
+STATUSES = {"reproduced", "not reproduced", "not evaluable"}
+
+
+def _dvc(project: Path, *args: str) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).parent / "dvc"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "dvc"]
+    result = subprocess.run(
+        [*cmd, *args],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env=os.environ
+        | {"DVC_NO_ANALYTICS": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
+    )
+    assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def _copy_project(dest: Path) -> None:
+    """The tracked and untracked-but-not-ignored files, as a fresh git repository."""
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
+    for name in filter(None, files):
+        src = REPO_ROOT / name
+        if src.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid"]
+    subprocess.run([*git, "init", "-q"], cwd=dest, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
+    subprocess.run([*git, "commit", "-qm", "copy"], cwd=dest, check=True)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, mirror_dir) -> Path:
+    dest = tmp_path_factory.mktemp("pipeline") / "project"
+    dest.mkdir()
+    _copy_project(dest)
+    params_path = dest / "params.yaml"
+    params = yaml.safe_load(params_path.read_text())
+    params["profile"] = "quick"
+    params["data"]["mirror"] = str(mirror_dir)
+    for section, values in TINY.items():
+        params["quick"][section] = {**params["quick"].get(section, {}), **values}
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    _dvc(dest, "repro")
+    return dest
+
+
+def test_every_artifact_is_written(project):
+    reports = project / "reports"
+    for n in range(1, 5):
+        for ext in ("md", "csv"):
+            path = reports / "tables" / f"table{n}.{ext}"
+            assert path.is_file() and path.stat().st_size > 0, path
+    for n in (3, 4):
+        png = reports / "figures" / f"figure{n}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    for name in ("REPORT.md", "params.md", "metrics.json", "claims.json"):
+        assert (reports / name).is_file(), name
+    metrics = json.loads((reports / "metrics.json").read_text())
+    assert all(isinstance(v, int | float) for d in metrics.values() for v in d.values())
+    assert "frappe" in metrics and "criteo" in metrics
+
+
+def test_table1_frappe_row_is_the_paper_preparation(project):
+    with open(project / "reports" / "tables" / "table1.csv", newline="") as f:
+        rows = {row["dataset"].lower(): row for row in csv.DictReader(f)}
+    frappe = rows["frappe"]
+    values = {k.lower(): v for k, v in frappe.items()}
+    found = " ".join(values.values())
+    for expected in ("288609", "5382", "10", "538.2"):
+        assert expected in found.replace(",", ""), (expected, frappe)
+
+
+def test_report_is_marked_quick_and_lists_claims(project):
+    text = (project / "reports" / "REPORT.md").read_text()
+    assert "quick" in text.lower() and "not the paper" in text.lower()
+    for section in (
+        "Table 1",
+        "Table 2",
+        "Table 3",
+        "Table 4",
+        "Figure 3",
+        "Figure 4",
+        "Claims checklist",
+        "Environment",
+        "Data provenance",
+    ):
+        assert section in text, section
+    claims = json.loads((project / "reports" / "claims.json").read_text())
+    items = claims["claims"] if isinstance(claims, dict) else claims
+    assert len(items) >= 10
+    for claim in items:
+        assert claim["status"] in STATUSES, claim
+        assert claim["claim"] and claim["evidence"] is not None
+    assert any(c["status"] != "not evaluable" for c in items)
+
+
+def test_run_records_cover_the_plan(project):
+    records = json.loads((project / "results" / "runs.json").read_text())
+    groups = {r["group"] for r in records}
+    assert {
+        "pretrain",
+        "table2",
+        "table3",
+        "table4",
+        "sweep_embedding_size",
+        "sweep_dropout",
+        "sweep_lambda",
+    } <= groups
+    for r in records:
+        assert 0 < r["test_rmse"] < 2 and 0 < r["validation_rmse"] < 2, r
+
+
+def test_second_repro_has_nothing_to_do(project):
+    status = _dvc(project, "status").stdout
+    assert "Data and pipelines are up to date" in status, status
+    again = _dvc(project, "repro").stdout
+    assert "Data and pipelines are up to date" in again, again
