@@ -350,6 +350,13 @@ PROTOCOL_NOTES = (
     "Early stopping: after more than 5 epochs, stop once the validation RMSE rose 4 epochs in "
     "a row; the best epoch's weights are kept and evaluated on the test set (AFM code).",
     "Adagrad with initial accumulator 1e-8 (the TensorFlow code's value).",
+    "Batch normalization is off by default (model.batch_norm): the paper names it without a "
+    "place, the public AFM code never applies it, and normalising the pooled interaction "
+    "vector before the prediction vector p (initialised to ones) scales the initial output "
+    "with K, undoing the pre-trained start.",
+    "Dropout of the attention family sits on the attention-weighted pooled vector (the AFM "
+    "code's keep[1], the one its README tunes); FM's on the interaction vector, FFM's on the "
+    "field-aware pair products.",
     "Learning rates: the paper searched {0.005, 0.01, 0.05, 0.1} without publishing the "
     "winners; params.yaml fixes 0.05 (0.01 for the deep baselines and Criteo).",
     "Baselines' dropout: 0.1 on MovieLens and 0.4 on Frappe (the paper's Figure 3 text); "
