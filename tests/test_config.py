@@ -44,7 +44,9 @@ def test_committed_params_are_the_paper_protocol():
 def test_quick_profile_replaces_only_its_keys(params):
     cfg = _cfg(params, profile="quick")
     assert cfg["model"]["embedding_size"] == 16
-    assert cfg["model"]["batch_norm"] is True  # kept from the paper profile
+    assert cfg["model"]["attention_size"] == 16
+    assert cfg["model"]["hidden_sizes"]["wide_deep"] == [64, 32, 16]
+    assert cfg["train"]["patience"] == 4  # kept from the paper profile
     assert cfg["data"]["frappe"]["source"] == "raw"
     assert cfg["table2"]["seeds"] == 2 and cfg["table2"]["models"] == list(ATTENTION_MODELS)
 
