@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aoaffm.models import kernels
+
 EMBEDDING_STD = 0.01  # N(0, 0.01) as in the AFM/NFM TensorFlow code
 
 
@@ -71,6 +73,8 @@ class FeatureEmbedding(nn.Module):
     def pair_products(self, ids: torch.Tensor, values: torch.Tensor | None) -> torch.Tensor:
         """(v_i ⊙ v_j) x_i x_j for every field pair: [B, P, K]."""
         vectors = self(ids, values)
+        if kernels.fused_enabled(vectors):
+            return kernels.pair_products(vectors, self.left, self.right)
         return vectors[:, self.left] * vectors[:, self.right]
 
 
@@ -89,17 +93,22 @@ def field_aware_pair_products(
     feature ``id`` for interactions with field ``f``. Both sides of all pairs are gathered in
     one lookup, so the backward pass yields one sparse gradient.
     """
-    n_fields = ids.shape[1]
-    fields = torch.cat([left, right])  # the field whose feature is looked up ...
-    partners = torch.cat([right, left])  # ... and the field it interacts with
-    rows = ids[:, fields].long() * n_fields + partners  # [B, 2P]
-    vectors = F.embedding(rows, table, sparse=sparse)  # [B, 2P, K]
-    n_pairs = left.numel()
-    products = vectors[:, :n_pairs] * vectors[:, n_pairs:]
+    if kernels.fused_enabled(table):
+        products = kernels.field_aware_pair_products(table, ids, left, right, sparse=sparse)
+    else:
+        products = field_aware_pair_products_reference(table, ids, left, right, sparse=sparse)
     if values is not None:
         values = values.to(products.dtype)
         products = products * (values[:, left] * values[:, right]).unsqueeze(-1)
     return products
+
+
+def field_aware_pair_products_reference(table, ids, left, right, *, sparse=True):
+    """The plain autograd composition behind ``kernels.field_aware_pair_products``."""
+    rows = kernels.field_aware_rows(ids, torch.cat([left, right]), torch.cat([right, left]))
+    vectors = F.embedding(rows, table, sparse=sparse)  # [B, 2P, K]
+    n_pairs = left.numel()
+    return vectors[:, :n_pairs] * vectors[:, n_pairs:]
 
 
 class FieldAwareEmbedding(nn.Module):
@@ -166,6 +175,14 @@ class AttentionPooling(nn.Module):
         return torch.softmax(F.relu(self.project(pairs)) @ self.score, dim=1)
 
     def forward(self, pairs: torch.Tensor) -> torch.Tensor:
+        if kernels.fused_enabled(pairs):
+            return kernels.attention_pooling(
+                pairs, self.project.weight, self.project.bias, self.score, self.pair_weights
+            )
+        return self.forward_reference(pairs)
+
+    def forward_reference(self, pairs: torch.Tensor) -> torch.Tensor:
+        """The plain autograd composition behind ``kernels.attention_pooling``."""
         weights = self.attention(pairs)
         if self.pair_weights is not None:
             weights = weights * self.pair_weights

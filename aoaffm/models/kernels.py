@@ -1,0 +1,203 @@
+"""Hand-written backward passes for the three hot spots of a training step.
+
+Autograd's generic backward of these compositions moves more memory than the maths needs
+(a zero-filled copy per slice of the gathered rows, an ``index_put`` per gather, a separate
+sum of two gradient halves, an outer product before ReLU's mask, and Adagrad's sort of all
+B * 2P looked-up rows). Each function here computes the same values and gradients, up to
+float rounding, with fewer passes; the tests compare them with the plain compositions in
+``aoaffm.models.layers`` and gradcheck them in float64.
+
+- ``pair_products``: v_a ⊙ v_b for every field pair (a, b) from [B, F, K] -> [B, P, K];
+  the backward adds both halves into [B, F, K] with one ``index_add_``.
+- ``field_aware_pair_products``: v_{i_a, f_b} ⊙ v_{i_b, f_a} from the flat field-aware table
+  [n * F, K], both sides in one lookup; the backward writes both gradient halves into one
+  buffer and, on the CPU, hands the table a sparse gradient that is already coalesced.
+- ``attention_pooling``: eq. 4/5's Σ q α P with ReLU in place; its backward folds h into W,
+  so the [B * P, t] hidden layer is masked in one pass instead of three.
+
+Under autocast (bf16) the models use the plain compositions instead: their mixed-precision
+rules are torch's, while these functions assume one dtype throughout.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.autograd import Function
+
+
+def fused_enabled(tensor: torch.Tensor) -> bool:
+    """The fused functions run unless autocast is on for the tensor's device."""
+    return not torch.is_autocast_enabled(tensor.device.type)
+
+
+# --------------------------------------------------------------------------- pair products
+
+
+class _PairProducts(Function):
+    @staticmethod
+    def forward(ctx, vectors, left, right):
+        lefts = vectors.index_select(1, left)
+        rights = vectors.index_select(1, right)
+        ctx.save_for_backward(lefts, rights, torch.cat([left, right]))
+        ctx.n_fields = vectors.shape[1]
+        return lefts * rights
+
+    @staticmethod
+    def backward(ctx, grad):
+        lefts, rights, fields = ctx.saved_tensors
+        n_pairs = lefts.shape[1]
+        halves = grad.new_empty(grad.shape[0], 2 * n_pairs, grad.shape[2])
+        torch.mul(grad, rights, out=halves[:, :n_pairs])  # ∂/∂v_a = g ⊙ v_b
+        torch.mul(grad, lefts, out=halves[:, n_pairs:])  # ∂/∂v_b = g ⊙ v_a
+        grad_vectors = grad.new_zeros(grad.shape[0], ctx.n_fields, grad.shape[2])
+        grad_vectors.index_add_(1, fields, halves)
+        return grad_vectors, None, None
+
+
+def pair_products(vectors: torch.Tensor, left: torch.Tensor, right: torch.Tensor):
+    """v_a ⊙ v_b for the pairs (left[p], right[p]) of [B, F, K] vectors: [B, P, K]."""
+    return _PairProducts.apply(vectors, left, right)
+
+
+# --------------------------------------------------------------------------- field-aware
+
+
+def field_aware_rows(ids: torch.Tensor, fields: torch.Tensor, partners: torch.Tensor):
+    """Rows ``id * F + partner`` of the flat field-aware table, one per (sample, column)."""
+    return ids[:, fields].long() * ids.shape[1] + partners
+
+
+class _FieldAwarePairProducts(Function):
+    @staticmethod
+    def forward(ctx, table, ids, left, right, sparse):
+        fields = torch.cat([left, right])  # the field whose feature is looked up ...
+        partners = torch.cat([right, left])  # ... and the field it interacts with
+        rows = field_aware_rows(ids, fields, partners)  # [B, 2P]
+        n_pairs = left.numel()
+        gathered = table.index_select(0, rows.reshape(-1))
+        gathered = gathered.view(ids.shape[0], 2, n_pairs, table.shape[1])
+        ctx.save_for_backward(gathered, ids, fields, partners)
+        ctx.table_shape = table.shape
+        ctx.sparse = sparse
+        return gathered[:, 0] * gathered[:, 1]
+
+    @staticmethod
+    def backward(ctx, grad):
+        gathered, ids, fields, partners = ctx.saved_tensors
+        halves = torch.empty_like(gathered)
+        torch.mul(grad, gathered[:, 1], out=halves[:, 0])
+        torch.mul(grad, gathered[:, 0], out=halves[:, 1])
+        grad_rows = halves.view(-1, gathered.shape[-1])
+        return (
+            table_gradient(grad_rows, ids, fields, partners, ctx.table_shape, ctx.sparse),
+            None,
+            None,
+            None,
+            None,
+        )
+
+
+def field_aware_pair_products(
+    table: torch.Tensor,
+    ids: torch.Tensor,
+    left: torch.Tensor,
+    right: torch.Tensor,
+    *,
+    sparse: bool = True,
+) -> torch.Tensor:
+    """v_{i_a, f_b} ⊙ v_{i_b, f_a} for every pair (a, b) = (left[p], right[p]): [B, P, K]."""
+    return _FieldAwarePairProducts.apply(table, ids, left, right, sparse)
+
+
+def table_gradient(
+    grad_rows: torch.Tensor,
+    ids: torch.Tensor,
+    fields: torch.Tensor,
+    partners: torch.Tensor,
+    table_shape: torch.Size,
+    sparse: bool,
+) -> torch.Tensor:
+    """The flat field-aware table's gradient from one gradient row per looked-up row.
+
+    Dense: a zero table with the rows added in. Sparse on the CPU: summed by ``index_add_``
+    into one block row per (feature, field) of the batch's distinct features, a coalesced
+    tensor (rows of a feature's own field stay zero: Adagrad adds 0 to their state and moves
+    them by 0). Sparse on other devices: uncoalesced, as ``F.embedding`` returns it, so that
+    the device's deterministic coalesce sums it.
+    """
+    if not sparse:
+        rows = field_aware_rows(ids, fields, partners).reshape(-1)
+        return grad_rows.new_zeros(table_shape).index_add_(0, rows, grad_rows)
+    if grad_rows.device.type != "cpu":
+        rows = field_aware_rows(ids, fields, partners).reshape(-1)
+        return torch.sparse_coo_tensor(
+            rows.unsqueeze(0), grad_rows, table_shape, check_invariants=False
+        )
+    n_fields = ids.shape[1]
+    features, local = torch.unique(ids.long(), sorted=True, return_inverse=True)
+    block = grad_rows.new_zeros(features.numel() * n_fields, grad_rows.shape[1])
+    block.index_add_(0, field_aware_rows(local, fields, partners).reshape(-1), grad_rows)
+    every_field = torch.arange(n_fields, device=ids.device)
+    indices = (features.unsqueeze(1) * n_fields + every_field).reshape(1, -1)
+    return torch.sparse_coo_tensor(
+        indices, block, table_shape, is_coalesced=True, check_invariants=False
+    )
+
+
+# --------------------------------------------------------------------------- attention
+
+
+class _AttentionPooling(Function):
+    @staticmethod
+    def forward(ctx, pairs, weight, bias, score, pair_weights):
+        batch, n_pairs, size = pairs.shape
+        flat = pairs.reshape(-1, size)
+        hidden = torch.addmm(bias, flat, weight.t()).relu_()  # ReLU(W P + b): [B * P, t]
+        alpha = torch.softmax(torch.mv(hidden, score).view(batch, n_pairs), dim=1)
+        weights = alpha if pair_weights is None else alpha * pair_weights
+        pooled = torch.bmm(weights.unsqueeze(1), pairs).squeeze(1)
+        ctx.save_for_backward(pairs, weight, score, pair_weights, hidden, alpha, weights)
+        return pooled
+
+    @staticmethod
+    def backward(ctx, grad):
+        pairs, weight, score, pair_weights, hidden, alpha, weights = ctx.saved_tensors
+        batch, n_pairs, size = pairs.shape
+        grad = grad.contiguous()
+        grad_weights = torch.bmm(pairs, grad.unsqueeze(2)).squeeze(2)  # [B, P]
+        grad_q = None
+        grad_alpha = grad_weights
+        if pair_weights is not None:
+            grad_alpha = grad_weights * pair_weights
+            if ctx.needs_input_grad[4]:
+                grad_q = (grad_weights * alpha).sum(0)
+        # softmax: ∂s = α ⊙ (∂α - Σ α ∂α); s = h · hidden
+        grad_scores = alpha * (grad_alpha - (alpha * grad_alpha).sum(1, keepdim=True))
+        grad_scores = grad_scores.reshape(-1)
+        grad_score = torch.mv(hidden.t(), grad_scores) if ctx.needs_input_grad[3] else None
+        # ∂hidden_pre = mask ⊙ (∂s hᵀ) = (mask ⊙ ∂s 1ᵀ) diag(h): one masked pass; h goes into
+        # the small [t, K] and [t] factors instead of the [B * P, t] one.
+        masked = torch.ops.aten.threshold_backward(
+            grad_scores.unsqueeze(1).expand_as(hidden), hidden, 0
+        )
+        flat = pairs.reshape(-1, size)
+        grad_w = grad_b = grad_pairs = None
+        if ctx.needs_input_grad[1]:
+            grad_w = (masked.t() @ flat).mul_(score.unsqueeze(1))
+        if ctx.needs_input_grad[2]:
+            grad_b = masked.sum(0).mul_(score)
+        if ctx.needs_input_grad[0]:
+            grad_pairs = (masked @ (score.unsqueeze(1) * weight)).view(batch, n_pairs, size)
+            grad_pairs.baddbmm_(weights.unsqueeze(2), grad.unsqueeze(1))  # + (q α) ⊗ ∂pooled
+        return grad_pairs, grad_w, grad_b, grad_score, grad_q
+
+
+def attention_pooling(
+    pairs: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    score: torch.Tensor,
+    pair_weights: torch.Tensor | None,
+) -> torch.Tensor:
+    """Σ_r q_r α_r P_r over [B, P, K] pair rows, α = softmax(hᵀ ReLU(W P_r + b)): [B, K]."""
+    return _AttentionPooling.apply(pairs.contiguous(), weight, bias, score, pair_weights)

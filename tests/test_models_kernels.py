@@ -1,0 +1,144 @@
+"""The hand-written backward passes of ``aoaffm.models.kernels`` against autograd's.
+
+Each fused function must give the values and gradients of the plain composition it replaces
+(float64, to rounding), pass gradcheck, and leave every model's outputs and gradients as they
+were; under autocast the models fall back to the plain compositions.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from aoaffm.models import create, kernels
+from aoaffm.models.layers import (
+    AttentionPooling,
+    field_aware_pair_products_reference,
+    field_pairs,
+)
+
+N_FEATURES, N_FIELDS, K, T, BATCH = 14, 4, 3, 5, 7
+TOL = {"rtol": 1e-12, "atol": 1e-12}
+
+
+def _randn(*shape, seed=0, grad=True):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=gen, dtype=torch.float64, requires_grad=grad)
+
+
+def _ids(seed=0, n_features=N_FEATURES, batch=BATCH):
+    # repeated features within and across rows, so that gradient rows must be summed
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(0, n_features // 2, (batch, N_FIELDS), generator=gen)
+
+
+def _grads(output, inputs, seed=9):
+    upstream = _randn(*output.shape, seed=seed, grad=False)
+    grads = torch.autograd.grad(output, inputs, upstream)
+    return [g.to_dense() if g.is_sparse else g for g in grads]
+
+
+def test_pair_products_match_autograd_and_gradcheck():
+    left, right = field_pairs(N_FIELDS)
+    vectors = _randn(BATCH, N_FIELDS, K)
+    fused = kernels.pair_products(vectors, left, right)
+    plain = vectors[:, left] * vectors[:, right]
+    torch.testing.assert_close(fused, plain, **TOL)
+    torch.testing.assert_close(_grads(fused, [vectors]), _grads(plain, [vectors]), **TOL)
+    assert torch.autograd.gradcheck(lambda v: kernels.pair_products(v, left, right), (vectors,))
+
+
+@pytest.mark.parametrize("sparse", [True, False], ids=["sparse", "dense"])
+def test_field_aware_pair_products_match_autograd(sparse):
+    left, right = field_pairs(N_FIELDS)
+    ids = _ids()
+    table = _randn(N_FEATURES * N_FIELDS, K)
+    fused = kernels.field_aware_pair_products(table, ids, left, right, sparse=sparse)
+    plain = field_aware_pair_products_reference(table, ids, left, right, sparse=sparse)
+    torch.testing.assert_close(fused, plain, **TOL)
+    torch.testing.assert_close(_grads(fused, [table]), _grads(plain, [table]), **TOL)
+
+
+def test_field_aware_sparse_gradient_is_coalesced_and_names_only_batch_features():
+    """The kernel hands autograd a coalesced gradient with one row per (feature, field) of
+    the batch's distinct features (autograd may drop the flag when it stores ``.grad``)."""
+    left, right = field_pairs(N_FIELDS)
+    ids = _ids(seed=1)
+    table = torch.nn.Parameter(_randn(N_FEATURES * N_FIELDS, K, grad=False))
+    handed = []
+    table.register_hook(handed.append)
+    kernels.field_aware_pair_products(table, ids, left, right).square().sum().backward()
+    (grad,) = handed
+    assert grad.is_sparse and grad.is_coalesced()
+    features = sorted(set(ids.flatten().tolist()))
+    expected = [f * N_FIELDS + field for f in features for field in range(N_FIELDS)]
+    assert grad.indices()[0].tolist() == expected
+    torch.testing.assert_close(grad.to_dense(), table.grad.to_dense(), **TOL)
+
+
+def test_field_aware_pair_products_gradcheck():
+    left, right = field_pairs(N_FIELDS)
+    ids = _ids(seed=2)
+
+    def products(table):
+        return kernels.field_aware_pair_products(table, ids, left, right, sparse=False)
+
+    assert torch.autograd.gradcheck(products, (_randn(N_FEATURES * N_FIELDS, K),))
+
+
+@pytest.mark.parametrize("interaction_attention", [False, True], ids=["afm", "aoa"])
+def test_attention_pooling_matches_autograd_and_gradcheck(interaction_attention):
+    n_pairs = 6
+    layer = AttentionPooling(K, T, n_pairs, interaction_attention).double()
+    with torch.no_grad():  # random, not initial, values: every term of the gradient matters
+        for i, param in enumerate(layer.parameters()):
+            param.copy_(_randn(*param.shape, seed=10 + i, grad=False))
+    pairs = _randn(BATCH, n_pairs, K)
+    inputs = [pairs, *layer.parameters()]
+    fused = layer(pairs)
+    plain = layer.forward_reference(pairs)
+    torch.testing.assert_close(fused, plain, **TOL)
+    torch.testing.assert_close(_grads(fused, inputs), _grads(plain, inputs), **TOL)
+    q = (layer.pair_weights,) if interaction_attention else ()
+
+    def pooled(pairs, weight, bias, score, *q):
+        return kernels.attention_pooling(pairs, weight, bias, score, q[0] if q else None)
+
+    args = (pairs, layer.project.weight, layer.project.bias, layer.score, *q)
+    assert torch.autograd.gradcheck(pooled, args)
+
+
+@pytest.mark.parametrize("name", ["afm", "aoafm", "affm", "aoaffm", "ffm", "fm"])
+@pytest.mark.parametrize("with_values", [False, True], ids=["one-hot", "values"])
+def test_models_train_the_same_with_and_without_the_fused_kernels(name, with_values, monkeypatch):
+    """Outputs and every parameter's gradient, in training mode with dropout and batch norm."""
+
+    def run():
+        torch.manual_seed(3)
+        model = (
+            create(name, N_FEATURES, N_FIELDS, K, attention_size=T, dropout=0.3, batch_norm=True)
+            .double()
+            .train()
+        )
+        values = _randn(BATCH, N_FIELDS, seed=4, grad=False) if with_values else None
+        torch.manual_seed(5)  # the same dropout masks in both runs
+        output = model(_ids(seed=6), values)
+        grads = _grads(output, list(model.parameters()))
+        return output.detach(), grads
+
+    fused = run()
+    monkeypatch.setattr(kernels, "fused_enabled", lambda tensor: False)
+    plain = run()
+    torch.testing.assert_close(fused, plain, **TOL)
+
+
+def test_autocast_uses_the_plain_compositions():
+    model = create("aoaffm", N_FEATURES, N_FIELDS, 8, attention_size=8)
+    ids = _ids(seed=7)
+    assert kernels.fused_enabled(torch.zeros(1))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not kernels.fused_enabled(torch.zeros(1))
+        output = model(ids)
+    output.float().sum().backward()
+    assert torch.isfinite(output.float()).all()
+    assert model.embedding.table.weight.grad.is_sparse
