@@ -86,6 +86,33 @@ def test_field_aware_pair_products_gradcheck():
     assert torch.autograd.gradcheck(products, (_randn(N_FEATURES * N_FIELDS, K),))
 
 
+@pytest.mark.parametrize("sparse", [True, False], ids=["sparse", "dense"])
+def test_field_aware_pair_dots_match_the_summed_products(sparse):
+    left, right = field_pairs(N_FIELDS)
+    ids = _ids(seed=11)
+    table = _randn(N_FEATURES * N_FIELDS, K)
+    dots = kernels.field_aware_pair_dots(table, ids, left, right, sparse=sparse)
+    plain = field_aware_pair_products_reference(table, ids, left, right, sparse=sparse).sum(-1)
+    assert dots.shape == (BATCH, left.numel())
+    torch.testing.assert_close(dots, plain, **TOL)
+    torch.testing.assert_close(_grads(dots, [table]), _grads(plain, [table]), **TOL)
+
+
+def test_field_aware_pair_dots_gradcheck_and_coalesced_gradient():
+    left, right = field_pairs(N_FIELDS)
+    ids = _ids(seed=12)
+
+    def dots(table):
+        return kernels.field_aware_pair_dots(table, ids, left, right, sparse=False)
+
+    assert torch.autograd.gradcheck(dots, (_randn(N_FEATURES * N_FIELDS, K),))
+    table = torch.nn.Parameter(_randn(N_FEATURES * N_FIELDS, K, grad=False))
+    handed = []
+    table.register_hook(handed.append)
+    kernels.field_aware_pair_dots(table, ids, left, right).square().sum().backward()
+    assert handed[0].is_sparse and handed[0].is_coalesced()
+
+
 @pytest.mark.parametrize("interaction_attention", [False, True], ids=["afm", "aoa"])
 def test_attention_pooling_matches_autograd_and_gradcheck(interaction_attention):
     n_pairs = 6
@@ -110,16 +137,18 @@ def test_attention_pooling_matches_autograd_and_gradcheck(interaction_attention)
 
 @pytest.mark.parametrize("name", ["afm", "aoafm", "affm", "aoaffm", "ffm", "fm"])
 @pytest.mark.parametrize("with_values", [False, True], ids=["one-hot", "values"])
-def test_models_train_the_same_with_and_without_the_fused_kernels(name, with_values, monkeypatch):
-    """Outputs and every parameter's gradient, in training mode with dropout and batch norm."""
+@pytest.mark.parametrize("regularized", [True, False], ids=["dropout+bn", "plain"])
+def test_models_train_the_same_with_and_without_the_fused_kernels(
+    name, with_values, regularized, monkeypatch
+):
+    """Outputs and every parameter's gradient in training mode, with dropout and batch norm
+    (FFM's pair products) and without (FFM's pair dots)."""
+    hparams = {"dropout": 0.3, "batch_norm": True} if regularized else {}
 
     def run():
         torch.manual_seed(3)
-        model = (
-            create(name, N_FEATURES, N_FIELDS, K, attention_size=T, dropout=0.3, batch_norm=True)
-            .double()
-            .train()
-        )
+        model = create(name, N_FEATURES, N_FIELDS, K, attention_size=T, **hparams)
+        model = model.double().train()
         values = _randn(BATCH, N_FIELDS, seed=4, grad=False) if with_values else None
         torch.manual_seed(5)  # the same dropout masks in both runs
         output = model(_ids(seed=6), values)
@@ -128,6 +157,7 @@ def test_models_train_the_same_with_and_without_the_fused_kernels(name, with_val
 
     fused = run()
     monkeypatch.setattr(kernels, "fused_enabled", lambda tensor: False)
+    monkeypatch.setattr(kernels, "sparse_dots_enabled", lambda tensor: False)
     plain = run()
     torch.testing.assert_close(fused, plain, **TOL)
 

@@ -12,6 +12,11 @@ float rounding, with fewer passes; the tests compare them with the plain composi
 - ``field_aware_pair_products``: v_{i_a, f_b} ⊙ v_{i_b, f_a} from the flat field-aware table
   [n * F, K], both sides in one lookup; the backward writes both gradient halves into one
   buffer and, on the CPU, hands the table a sparse gradient that is already coalesced.
+- ``field_aware_pair_dots``: <v_{i_a, f_b}, v_{i_b, f_a}> for every pair, [B, P], for FFM
+  when nothing acts on the K components in between (no dropout active, no batch norm). On
+  the CPU it gathers each distinct feature's block of F rows once and computes the dots as a
+  sampled dense-dense product over those blocks (the pairs are a sparse pattern), and the
+  backward as one sparse-dense product: no [B, 2P, K] tensor at all.
 - ``attention_pooling``: eq. 4/5's Σ q α P with ReLU in place; its backward folds h into W,
   so the [B * P, t] hidden layer is masked in one pass instead of three.
 
@@ -21,6 +26,8 @@ rules are torch's, while these functions assume one dtype throughout.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch.autograd import Function
 
@@ -28,6 +35,12 @@ from torch.autograd import Function
 def fused_enabled(tensor: torch.Tensor) -> bool:
     """The fused functions run unless autocast is on for the tensor's device."""
     return not torch.is_autocast_enabled(tensor.device.type)
+
+
+def sparse_dots_enabled(tensor: torch.Tensor) -> bool:
+    """``field_aware_pair_dots`` runs on the CPU (on a GPU, gathering [B, 2P, K] is cheap and
+    its sparse kernels would not be deterministic)."""
+    return tensor.device.type == "cpu" and fused_enabled(tensor)
 
 
 # --------------------------------------------------------------------------- pair products
@@ -137,11 +150,86 @@ def table_gradient(
     features, local = torch.unique(ids.long(), sorted=True, return_inverse=True)
     block = grad_rows.new_zeros(features.numel() * n_fields, grad_rows.shape[1])
     block.index_add_(0, field_aware_rows(local, fields, partners).reshape(-1), grad_rows)
-    every_field = torch.arange(n_fields, device=ids.device)
-    indices = (features.unsqueeze(1) * n_fields + every_field).reshape(1, -1)
+    return block_gradient(block, features, n_fields, table_shape, sparse=True)
+
+
+def block_gradient(block, features, n_fields, table_shape, *, sparse: bool) -> torch.Tensor:
+    """The table's gradient from ``block`` [U * F, K]: the F rows of each distinct feature
+    ``features`` (sorted) in order, so its row indices come out sorted and unique."""
+    every_field = torch.arange(n_fields, device=features.device)
+    indices = (features.unsqueeze(1) * n_fields + every_field).reshape(-1)
+    if not sparse:
+        return block.new_zeros(table_shape).index_copy_(0, indices, block)
     return torch.sparse_coo_tensor(
-        indices, block, table_shape, is_coalesced=True, check_invariants=False
+        indices.unsqueeze(0), block, table_shape, is_coalesced=True, check_invariants=False
     )
+
+
+class _FieldAwarePairDots(Function):
+    @staticmethod
+    def forward(ctx, table, ids, left, right, sparse):
+        n_fields, size = ids.shape[1], table.shape[1]
+        features, local = torch.unique(ids.long(), sorted=True, return_inverse=True)
+        # each distinct feature's F vectors, one contiguous block row each: [U * F, K]
+        block = table.view(-1, n_fields * size).index_select(0, features).view(-1, size)
+        lefts = (local[:, left] * n_fields + right).reshape(-1)  # v_{i_a, f_b} in the block
+        rights = (local[:, right] * n_fields + left).reshape(-1)  # v_{i_b, f_a}
+        ctx.save_for_backward(block, lefts, rights, features)
+        ctx.table_shape, ctx.sparse = table.shape, sparse
+        return sampled_dots(block, lefts, rights).view(ids.shape[0], -1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        block, lefts, rights, features = ctx.saved_tensors
+        n_rows = block.shape[0]
+        n_fields = n_rows // features.numel()
+        coefficients = grad.reshape(-1)
+        # ∂/∂v_left = g v_right and ∂/∂v_right = g v_left: one symmetric sparse [U F, U F]
+        # matrix of the pairs times the block
+        pairs = torch.sparse_coo_tensor(
+            torch.stack([torch.cat([lefts, rights]), torch.cat([rights, lefts])]),
+            torch.cat([coefficients, coefficients]),
+            (n_rows, n_rows),
+            check_invariants=False,
+        )
+        grad_block = torch.sparse.mm(pairs, block)
+        grad_table = block_gradient(
+            grad_block, features, n_fields, ctx.table_shape, sparse=ctx.sparse
+        )
+        return grad_table, None, None, None, None
+
+
+def sampled_dots(block: torch.Tensor, lefts: torch.Tensor, rights: torch.Tensor):
+    """<block[lefts[r]], block[rights[r]]> for every r, without gathering the rows: the dots
+    are the entries of block blockᵀ at the (lefts, rights) pattern (``sampled_addmm`` wants
+    it as CSR, rows sorted)."""
+    n_rows = block.shape[0]
+    order = torch.argsort(lefts)
+    crow = torch.zeros(n_rows + 1, dtype=lefts.dtype, device=lefts.device)
+    torch.cumsum(torch.bincount(lefts, minlength=n_rows), 0, out=crow[1:])
+    with warnings.catch_warnings():  # torch calls CSR "beta"; this use is tested
+        warnings.simplefilter("ignore")
+        pattern = torch.sparse_csr_tensor(
+            crow,
+            rights[order],
+            block.new_zeros(lefts.numel()),  # sampled_addmm scales these by beta = 0: 0 * NaN
+            (n_rows, n_rows),
+            check_invariants=False,
+        )
+    sorted_dots = torch.sparse.sampled_addmm(pattern, block, block.t(), beta=0.0).values()
+    return torch.empty_like(sorted_dots).index_copy_(0, order, sorted_dots)
+
+
+def field_aware_pair_dots(
+    table: torch.Tensor,
+    ids: torch.Tensor,
+    left: torch.Tensor,
+    right: torch.Tensor,
+    *,
+    sparse: bool = True,
+) -> torch.Tensor:
+    """<v_{i_a, f_b}, v_{i_b, f_a}> for every pair (a, b) = (left[p], right[p]): [B, P]."""
+    return _FieldAwarePairDots.apply(table, ids, left, right, sparse)
 
 
 # --------------------------------------------------------------------------- attention

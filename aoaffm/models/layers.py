@@ -131,6 +131,17 @@ class FieldAwareEmbedding(nn.Module):
     def pair_products(self, ids: torch.Tensor, values: torch.Tensor | None) -> torch.Tensor:
         return field_aware_pair_products(self.table.weight, ids, values, self.left, self.right)
 
+    def pair_dots(self, ids: torch.Tensor, values: torch.Tensor | None) -> torch.Tensor:
+        """<v_{i,f_j}, v_{j,f_i}> x_i x_j for every field pair: [B, P] (FFM's terms)."""
+        table = self.table.weight
+        if kernels.sparse_dots_enabled(table):
+            dots = kernels.field_aware_pair_dots(table, ids, self.left, self.right)
+            if values is not None:
+                values = values.to(dots.dtype)
+                dots = dots * values[:, self.left] * values[:, self.right]
+            return dots
+        return self.pair_products(ids, values).sum(dim=-1)
+
 
 def fm_interaction(vectors: torch.Tensor) -> torch.Tensor:
     """Σ_{i<j} (v_i x_i) ⊙ (v_j x_j) in O(FK): ((Σ e)² - Σ e²) / 2 on e = [B, F, K] -> [B, K]."""
