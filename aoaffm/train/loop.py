@@ -1,0 +1,489 @@
+"""The training loop: Adagrad on half the summed squared error, early stopping, checkpoints.
+
+Choices where the paper is silent (they follow the public AFM/NFM TensorFlow code):
+
+- Loss per batch: ``0.5 * Σ (ŷ - y)² + λ1 * 0.5 * Σ‖W‖² + λ2 * 0.5 * Σ‖Q‖²`` (``tf.nn.l2_loss``
+  and ``l2_regularizer`` both carry the 1/2), W and Q from ``model.regularized_parameters()``.
+- Adagrad with ``initial_accumulator`` (1e-8 there). Embeddings get sparse gradients and sit
+  in their own parameter group, so their step runs torch's sparse Adagrad and costs O(rows
+  touched); dense parameters form a second group (foreach update on CUDA). torch adds
+  eps = 1e-10 to the root of the accumulator (TensorFlow adds none): negligible beside
+  sqrt(1e-8) = 1e-4.
+- Each epoch visits every training row once in a seeded random order; a trailing batch with
+  fewer than two rows per process is skipped (batch norm cannot train on one row).
+- RMSE on predictions clipped to [-1, 1]. The per-epoch training RMSE is that of the whole
+  training set in evaluation mode after the epoch (the AFM code's ``evaluate(Train_data)``),
+  so that it is comparable with the validation RMSE in Figure 4 (no dropout noise in it).
+- Early stopping: after more than ``min_epochs`` epochs, stop once the validation RMSE rose
+  ``patience`` epochs in a row. The best epoch (lowest validation RMSE) gives the weights
+  kept and the test RMSE reported.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from aoaffm.io import read_json, write_json
+from aoaffm.metrics import sum_squared_error
+from aoaffm.train import distributed as dist_utils
+from aoaffm.train.checkpoint import (
+    capture_rng,
+    check_resumable,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
+from aoaffm.train.config import TrainConfig, resolve_device
+from aoaffm.train.stopping import best_epoch, should_stop
+
+SPLITS = ("train", "validation", "test")
+CHECKPOINT_FILE = "checkpoint.pt"
+HISTORY_FILE = "history.json"
+MODEL_FILE = "model.pt"
+METRICS_FILE = "metrics.json"
+DVCLIVE_DIR = "dvclive"
+
+
+class TrainingDiverged(RuntimeError):
+    """The validation or training RMSE became NaN or infinite (lower the learning rate)."""
+
+
+@dataclass
+class SplitTensors:
+    """One split on the training device: ids [N, F] (int32 or int64), labels [N], values."""
+
+    ids: torch.Tensor
+    labels: torch.Tensor
+    values: torch.Tensor | None
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+    def rows(self, index) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """ids (int64, as embeddings want), values and labels of the rows ``index`` selects."""
+        values = None if self.values is None else self.values[index]
+        return self.ids[index].long(), values, self.labels[index]
+
+
+def train_model(
+    model: nn.Module,
+    data,
+    config: TrainConfig,
+    run_dir: str | Path | None = None,
+    *,
+    progress: bool = True,
+    on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Train ``model`` on ``data`` (a ``ProcessedDataset``) and return the run's metrics.
+
+    On return ``model`` holds the best epoch's weights. With ``run_dir`` the run writes
+    ``checkpoint.pt`` and ``history.json`` after every epoch, dvclive logs under ``dvclive/``,
+    then ``model.pt`` (best weights) and, last, ``metrics.json``; the checkpoint is removed
+    once ``metrics.json`` exists. Calling again with the same ``run_dir`` resumes after the last
+    checkpointed epoch, or returns the stored metrics of a finished run without training.
+    Under torchrun (WORLD_SIZE > 1) the model trains with DistributedDataParallel and only rank
+    0 writes files. ``on_epoch_end(entry)`` is called after each epoch's checkpoint (tests use
+    it to simulate a kill).
+    """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    run_dir = Path(run_dir) if run_dir is not None else None
+    device = resolve_device(config.device, dist_utils.local_rank_from_env())
+    model_spec = dict(getattr(model, "spec", {}) or {})
+    _check_data_fits_model(data, model_spec)
+    ctx = dist_utils.init_distributed(device)
+    dist_utils.barrier(ctx)  # every rank sees the same files before deciding what to do
+    if run_dir is not None and (run_dir / METRICS_FILE).is_file():
+        _load_weights(model, run_dir / MODEL_FILE)
+        return read_json(run_dir / METRICS_FILE)
+    return _Trainer(model, data, config, run_dir, device, ctx, model_spec, progress).run(
+        on_epoch_end
+    )
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seed Python, numpy and torch (call before building the model: it fixes the init).
+
+    With ``deterministic`` torch is asked for deterministic kernels (warning, not failing,
+    where an op has none); on CPU this costs next to nothing.
+    """
+    import os
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 (third-party code may use the global RNG)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS determinism
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+class _Trainer:
+    def __init__(self, model, data, config, run_dir, device, ctx, model_spec, progress):
+        self.model = model.to(device)
+        self.config = config
+        self.run_dir = run_dir
+        self.device = device
+        self.ctx = ctx
+        self.model_spec = model_spec
+        self.progress = progress and ctx.is_main
+        self.writes = run_dir is not None and ctx.is_main
+        self.splits = {
+            name: _split_to_device(data, name, device, model_spec.get("n_features"))
+            for name in SPLITS
+        }
+        self.sparse_params = _sparse_parameters(model)
+        self.optimizer = _build_optimizer(model, self.sparse_params, config)
+        self.penalty = _l2_penalty(model, config)
+        self.generator = torch.Generator()  # batch order; on the CPU so every device agrees
+        self.history: list[dict[str, Any]] = []
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.elapsed_s = 0.0
+        self.finished = False
+        if not torch.sparse.check_sparse_tensor_invariants.is_enabled():
+            # Say explicitly what torch does by default (and warns about on every sparse step).
+            torch.sparse.check_sparse_tensor_invariants.disable()
+        self.autocast = (
+            (lambda: torch.autocast(device.type, dtype=torch.bfloat16))
+            if config.bf16
+            else nullcontext
+        )
+
+    # ..................................................................... orchestration
+
+    def run(self, on_epoch_end) -> dict[str, Any]:
+        self._restore_or_seed()
+        self.net = dist_utils.wrap_model(self.model, self.ctx, self.device)
+        live = _DvcLiveLog(self.run_dir / DVCLIVE_DIR, self.history) if self.writes else None
+        epochs = tqdm(
+            range(len(self.history) + 1, self.config.epochs + 1),
+            desc=self.model_spec.get("name", "training"),
+            unit="epoch",
+            initial=len(self.history),
+            total=self.config.epochs,
+            disable=not self.progress or self.finished,
+        )
+        for epoch in epochs:
+            if self.finished:
+                break
+            entry = self._epoch(epoch)
+            epochs.set_postfix(
+                train=f"{entry['train_rmse']:.4f}", val=f"{entry['validation_rmse']:.4f}"
+            )
+            if live is not None:
+                live.log_epoch(entry)
+            if on_epoch_end is not None:
+                on_epoch_end(entry)
+        epochs.close()
+        metrics = self._final_metrics()
+        if self.writes:
+            self._write_outputs(metrics, live)
+        return metrics
+
+    def _epoch(self, epoch: int) -> dict[str, Any]:
+        started = time.perf_counter()
+        self._train_one_epoch(epoch)
+        _synchronize(self.device)
+        trained = time.perf_counter()
+        dist_utils.broadcast_buffers(self.model, self.ctx)
+        entry = {
+            "epoch": epoch,
+            "train_rmse": self._rmse("train"),
+            "validation_rmse": self._rmse("validation"),
+            "time_s": trained - started,
+            "eval_time_s": time.perf_counter() - trained,
+        }
+        for key in ("train_rmse", "validation_rmse"):
+            if not math.isfinite(entry[key]):
+                raise TrainingDiverged(
+                    f"epoch {epoch}: {key} is {entry[key]} (learning rate "
+                    f"{self.config.learning_rate}); training diverged, lower the learning rate"
+                )
+        self.history.append(entry)
+        validation = [h["validation_rmse"] for h in self.history]
+        if best_epoch(validation) == epoch:
+            self.best_state = _copy_state(self.model)
+        self.finished = epoch >= self.config.epochs or should_stop(
+            validation, self.config.min_epochs, self.config.patience
+        )
+        self.elapsed_s += time.perf_counter() - started
+        self._checkpoint()
+        return entry
+
+    def _final_metrics(self) -> dict[str, Any]:
+        started = time.perf_counter()
+        self.model.load_state_dict(self.best_state)
+        best = best_epoch([h["validation_rmse"] for h in self.history])
+        at_best = self.history[best - 1]
+        metrics = {
+            "validation_rmse": at_best["validation_rmse"],
+            "test_rmse": self._rmse("test"),
+            "train_rmse": at_best["train_rmse"],
+            "best_epoch": best,
+            "epochs": len(self.history),
+            "stopped_early": len(self.history) < self.config.epochs,
+            "params": _count_parameters(self.model),
+            "epoch_time_s": float(np.mean([h["time_s"] for h in self.history])),
+            "wall_time_s": self.elapsed_s + time.perf_counter() - started,
+            "device": str(self.device),
+            "device_name": _device_name(self.device),
+            "world_size": self.ctx.world_size,
+            "bf16": self.config.bf16,
+            "seed": self.config.seed,
+        }
+        return metrics
+
+    def _write_outputs(self, metrics: dict[str, Any], live: _DvcLiveLog) -> None:
+        from aoaffm.models import save_model
+
+        write_json(self.run_dir / HISTORY_FILE, self.history)  # in case a kill came before
+        save_model(self.model, self.run_dir / MODEL_FILE)
+        live.log_summary(metrics)
+        write_json(self.run_dir / METRICS_FILE, metrics)  # last: the run is complete
+        (self.run_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
+
+    # ..................................................................... one epoch
+
+    def _train_one_epoch(self, epoch: int) -> None:
+        train = self.splits["train"]
+        self.net.train()
+        order = torch.randperm(len(train), generator=self.generator).to(self.device)
+        batches = list(order.split(self.config.batch_size))
+        if len(batches) > 1 and len(batches[-1]) < 2 * self.ctx.world_size:
+            batches.pop()  # too few rows for batch norm on every process
+        for batch in tqdm(
+            batches,
+            desc=f"epoch {epoch}",
+            unit="batch",
+            leave=False,
+            disable=not self.progress,
+        ):
+            if self.ctx.enabled:
+                batch = batch.tensor_split(self.ctx.world_size)[self.ctx.rank]
+            ids, values, labels = train.rows(batch)
+            with self.autocast():
+                predictions = self.net(ids, values)
+            # Summed (not averaged) error, scaled so that the ranks' mean gradient is the
+            # gradient of the global batch's sum.
+            loss = 0.5 * (predictions.float() - labels).square().sum() * self.ctx.world_size
+            if self.penalty is not None:
+                loss = loss + self.penalty()
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.ctx.enabled:
+                dist_utils.sync_sparse_gradients(self.sparse_params, self.ctx)
+            self.optimizer.step()
+
+    @torch.inference_mode()
+    def _rmse(self, split: str) -> float:
+        """RMSE of a whole split in evaluation mode, in large batches (sharded over ranks)."""
+        data = self.splits[split]
+        self.model.eval()
+        start, end = dist_utils.shard_bounds(len(data), self.ctx)
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        for low in range(start, end, self.config.eval_batch_size):
+            ids, values, labels = data.rows(slice(low, min(low + self.config.eval_batch_size, end)))
+            with self.autocast():
+                predictions = self.model(ids, values)
+            total += sum_squared_error(predictions.float(), labels, clip=self.config.clip)
+        dist_utils.all_reduce_sum(total, self.ctx)
+        return math.sqrt(total.item() / len(data))
+
+    # ..................................................................... checkpoints
+
+    def _restore_or_seed(self) -> None:
+        path = self.run_dir / CHECKPOINT_FILE if self.run_dir is not None else None
+        if path is None or not path.is_file():
+            self.generator.manual_seed(self.config.seed)
+            torch.manual_seed(_dropout_seed(self.config.seed, self.ctx.rank))
+            return
+        state = load_checkpoint(path)
+        check_resumable(path, state, self.config.to_dict(), self.model_spec, self.ctx.world_size)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.history = state["history"]
+        self.best_state = {k: v.to(self.device) for k, v in state["best_state"].items()}
+        self.elapsed_s = state["elapsed_s"]
+        self.finished = state["finished"]
+        restore_rng(state["rng"][self.ctx.rank], self.generator, self.device)
+
+    def _checkpoint(self) -> None:
+        rng = dist_utils.gather_objects(capture_rng(self.generator, self.device), self.ctx)
+        if not self.writes:
+            return
+        save_checkpoint(
+            self.run_dir / CHECKPOINT_FILE,
+            {
+                "config": self.config.to_dict(),
+                "model_spec": self.model_spec,
+                "world_size": self.ctx.world_size,
+                "history": self.history,
+                "finished": self.finished,
+                "elapsed_s": self.elapsed_s,
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "best_state": self.best_state,
+                "rng": rng,
+            },
+        )
+        write_json(self.run_dir / HISTORY_FILE, self.history)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _check_data_fits_model(data, model_spec: dict) -> None:
+    source = data.meta.get("dataset", "the data set") if hasattr(data, "meta") else "the data"
+    for attribute, key in (("n_features", "n_features"), ("n_fields", "n_fields")):
+        if key in model_spec and model_spec[key] != getattr(data, attribute):
+            raise ValueError(
+                f"{source} has {getattr(data, attribute)} {key[2:]}, but the model was built "
+                f"for {model_spec[key]}"
+            )
+
+
+def _split_to_device(data, name: str, device: torch.device, n_features: int | None) -> SplitTensors:
+    """Copy one split into memory on ``device`` once (ids stay int32 to halve their size)."""
+    split = data.split(name)
+    ids = torch.from_numpy(np.array(split.ids)).to(device)
+    labels = torch.from_numpy(np.array(split.labels, dtype=np.float32)).to(device)
+    values = None
+    if split.values is not None:
+        values = torch.from_numpy(np.array(split.values, dtype=np.float32)).to(device)
+    if ids.ndim != 2 or labels.shape != (ids.shape[0],) or len(labels) == 0:
+        raise ValueError(
+            f"{name} split: expected ids [N, F] and labels [N] with N > 0, got ids "
+            f"{tuple(ids.shape)} and labels {tuple(labels.shape)}"
+        )
+    if values is not None and values.shape != ids.shape:
+        raise ValueError(
+            f"{name} split: values {tuple(values.shape)} do not match ids {tuple(ids.shape)}"
+        )
+    if n_features is not None and (int(ids.min()) < 0 or int(ids.max()) >= n_features):
+        raise ValueError(
+            f"{name} split: feature ids span [{int(ids.min())}, {int(ids.max())}], but the "
+            f"model has {n_features} features (ids 0..{n_features - 1})"
+        )
+    return SplitTensors(ids, labels, values)
+
+
+def _sparse_parameters(model: nn.Module) -> list[nn.Parameter]:
+    params = dict(model.named_parameters())
+    return [params[n] for n in dist_utils.sparse_parameter_names(model) if params[n].requires_grad]
+
+
+def _build_optimizer(
+    model: nn.Module, sparse: list[nn.Parameter], config: TrainConfig
+) -> torch.optim.Adagrad:
+    """Adagrad with sparse tables and dense parameters in separate groups: torch falls back to
+    its per-tensor loop for a whole group once one gradient in it is sparse."""
+    sparse_ids = {id(p) for p in sparse}
+    dense = [p for p in model.parameters() if p.requires_grad and id(p) not in sparse_ids]
+    groups = [{"params": params} for params in (sparse, dense) if params]
+    return torch.optim.Adagrad(
+        groups, lr=config.learning_rate, initial_accumulator_value=config.initial_accumulator
+    )
+
+
+def _l2_penalty(model: nn.Module, config: TrainConfig) -> Callable[[], torch.Tensor] | None:
+    """λ1 * 0.5 * Σ‖W‖² + λ2 * 0.5 * Σ‖Q‖² (tf.nn.l2_loss convention), or None when zero."""
+    groups = model.regularized_parameters() if hasattr(model, "regularized_parameters") else {}
+    terms = [
+        (strength, params)
+        for strength, params in (
+            (config.lambda_attention, groups.get("attention", [])),
+            (config.lambda_interaction, groups.get("interaction", [])),
+        )
+        if strength > 0 and params
+    ]
+    if not terms:
+        return None
+
+    def penalty() -> torch.Tensor:
+        return sum(
+            0.5 * strength * sum(p.square().sum() for p in params) for strength, params in terms
+        )
+
+    return penalty
+
+
+def _dropout_seed(seed: int, rank: int) -> int:
+    """The global RNG's seed for dropout: from the run's seed, distinct per rank."""
+    return int(np.random.SeedSequence([seed, rank]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
+
+
+def _count_parameters(model: nn.Module) -> int:
+    from aoaffm.models import count_parameters
+
+    return int(count_parameters(model))
+
+
+def _load_weights(model: nn.Module, path: Path) -> None:
+    """Fill ``model`` with a finished run's best weights (model.pt)."""
+    from aoaffm.models import load_model
+
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path.parent}: metrics.json says the run finished, but {path.name} is missing; "
+            "delete the run directory to train it again"
+        )
+    model.load_state_dict(load_model(path).state_dict())
+    model.eval()
+
+
+class _DvcLiveLog:
+    """Per-epoch train/validation RMSE for ``dvc plots`` (steps are epochs).
+
+    The log is rebuilt from the history on every (re)start, so an interrupted run never logs
+    an epoch twice. dvclive is told to write no dvc.yaml, no report and no DVC experiment.
+    """
+
+    def __init__(self, directory: Path, history: list[dict[str, Any]]):
+        from dvclive import Live
+
+        self.live = Live(
+            dir=str(directory), resume=False, report=None, save_dvc_exp=False, dvcyaml=None
+        )
+        for entry in history:
+            self.log_epoch(entry)
+
+    def log_epoch(self, entry: dict[str, Any]) -> None:
+        self.live.step = entry["epoch"]
+        for key in ("train_rmse", "validation_rmse"):
+            self.live.log_metric(key, entry[key])
+        self.live.make_summary()
+
+    def log_summary(self, metrics: dict[str, Any]) -> None:
+        for key in ("test_rmse", "best_epoch"):
+            self.live.log_metric(key, metrics[key], plot=False)
+        self.live.make_summary()
