@@ -245,7 +245,10 @@ def train_config(spec: RunSpec, cfg: dict):
         seed=spec.seed,
         device=str(cfg["train"]["device"]),
         bf16=bool(cfg["train"]["bf16"]),
-        eval_batch_size=int(cfg["train"].get("eval_batch_size", 65536)),
+        eval_batch_size=int(
+            cfg.get("datasets", {}).get(spec.dataset, {}).get("eval_batch_size")
+            or cfg["train"]["eval_batch_size"]
+        ),
     )
 
 
