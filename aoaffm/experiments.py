@@ -349,7 +349,9 @@ PROTOCOL_NOTES = (
     "Loss per mini-batch: half the sum of squared errors plus λ/2 times the squared L2 norm "
     "of the attention W (λ1) and of Q (λ2), as tf.nn.l2_loss / l2_regularizer in the AFM code; "
     "λ1 = λ2 = the λ of Table 2.",
-    "RMSE on predictions clipped to the label range [-1, 1] (AFM/NFM code).",
+    "RMSE on predictions clipped to the label range [-1, 1] (AFM/NFM code). The training RMSE "
+    "of Figure 4 is the whole training set's, in evaluation mode after each epoch (the AFM "
+    "code's evaluate(Train_data)), so it is comparable with the validation RMSE.",
     "Early stopping: after more than 5 epochs, stop once the validation RMSE rose 4 epochs in "
     "a row; the best epoch's weights are kept and evaluated on the test set (AFM code).",
     "Adagrad with initial accumulator 1e-8 (the TensorFlow code's value).",
