@@ -15,6 +15,7 @@ from aoaffm.models.layers import (
     AttentionPooling,
     field_aware_pair_products_reference,
     field_pairs,
+    fm_interaction_reference,
 )
 
 N_FEATURES, N_FIELDS, K, T, BATCH = 14, 4, 3, 5, 7
@@ -36,6 +37,15 @@ def _grads(output, inputs, seed=9):
     upstream = _randn(*output.shape, seed=seed, grad=False)
     grads = torch.autograd.grad(output, inputs, upstream)
     return [g.to_dense() if g.is_sparse else g for g in grads]
+
+
+def test_fm_interaction_matches_autograd_and_gradcheck():
+    vectors = _randn(BATCH, N_FIELDS, K)
+    fused = kernels.fm_interaction(vectors)
+    plain = fm_interaction_reference(vectors)
+    torch.testing.assert_close(fused, plain, **TOL)
+    torch.testing.assert_close(_grads(fused, [vectors]), _grads(plain, [vectors]), **TOL)
+    assert torch.autograd.gradcheck(kernels.fm_interaction, (vectors,))
 
 
 def test_pair_products_match_autograd_and_gradcheck():
@@ -135,7 +145,7 @@ def test_attention_pooling_matches_autograd_and_gradcheck(interaction_attention)
     assert torch.autograd.gradcheck(pooled, args)
 
 
-@pytest.mark.parametrize("name", ["afm", "aoafm", "affm", "aoaffm", "ffm", "fm"])
+@pytest.mark.parametrize("name", ["afm", "aoafm", "affm", "aoaffm", "ffm", "fm", "hofm"])
 @pytest.mark.parametrize("with_values", [False, True], ids=["one-hot", "values"])
 @pytest.mark.parametrize("regularized", [True, False], ids=["dropout+bn", "plain"])
 def test_models_train_the_same_with_and_without_the_fused_kernels(

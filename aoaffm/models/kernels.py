@@ -7,6 +7,7 @@ B * 2P looked-up rows). Each function here computes the same values and gradient
 float rounding, with fewer passes; the tests compare them with the plain compositions in
 ``aoaffm.models.layers`` and gradcheck them in float64.
 
+- ``fm_interaction``: FM's ((Σ e)² - Σ e²) / 2 with the gradient Σ e - e_f in one pass.
 - ``pair_products``: v_a ⊙ v_b for every field pair (a, b) from [B, F, K] -> [B, P, K];
   the backward adds both halves into [B, F, K] with one ``index_add_``.
 - ``field_aware_pair_products``: v_{i_a, f_b} ⊙ v_{i_b, f_a} from the flat field-aware table
@@ -43,6 +44,28 @@ def sparse_dots_enabled(tensor: torch.Tensor) -> bool:
     return tensor.device.type == "cpu" and fused_enabled(tensor)
 
 
+# --------------------------------------------------------------------------- FM
+
+
+class _FMInteraction(Function):
+    @staticmethod
+    def forward(ctx, vectors):
+        total = vectors.sum(dim=1)
+        ctx.save_for_backward(vectors, total)
+        return 0.5 * (total * total - (vectors * vectors).sum(dim=1))
+
+    @staticmethod
+    def backward(ctx, grad):
+        vectors, total = ctx.saved_tensors
+        # ∂/∂e_f ½((Σ e)² - Σ e²) = Σ e - e_f: one pass instead of autograd's four
+        return (total.unsqueeze(1) - vectors).mul_(grad.unsqueeze(1))
+
+
+def fm_interaction(vectors: torch.Tensor) -> torch.Tensor:
+    """Σ_{i<j} e_i ⊙ e_j = ((Σ e)² - Σ e²) / 2 over [B, F, K] -> [B, K]."""
+    return _FMInteraction.apply(vectors)
+
+
 # --------------------------------------------------------------------------- pair products
 
 
@@ -51,20 +74,26 @@ class _PairProducts(Function):
     def forward(ctx, vectors, left, right):
         lefts = vectors.index_select(1, left)
         rights = vectors.index_select(1, right)
-        ctx.save_for_backward(lefts, rights, torch.cat([left, right]))
+        ctx.save_for_backward(lefts, rights, left, right)
         ctx.n_fields = vectors.shape[1]
         return lefts * rights
 
     @staticmethod
     def backward(ctx, grad):
-        lefts, rights, fields = ctx.saved_tensors
-        n_pairs = lefts.shape[1]
-        halves = grad.new_empty(grad.shape[0], 2 * n_pairs, grad.shape[2])
-        torch.mul(grad, rights, out=halves[:, :n_pairs])  # ∂/∂v_a = g ⊙ v_b
-        torch.mul(grad, lefts, out=halves[:, n_pairs:])  # ∂/∂v_b = g ⊙ v_a
-        grad_vectors = grad.new_zeros(grad.shape[0], ctx.n_fields, grad.shape[2])
-        grad_vectors.index_add_(1, fields, halves)
-        return grad_vectors, None, None
+        lefts, rights, left, right = ctx.saved_tensors
+        batch = grad.shape[0]
+        # Σ over the pairs each field belongs to, as products with the fixed [F, P] incidence
+        # matrices of the pairs' left and right members (parallel, unlike index_add_ on dim 1)
+        grad_vectors = torch.matmul(incidence(left, ctx.n_fields, grad), grad * rights)
+        right_incidence = incidence(right, ctx.n_fields, grad).expand(batch, -1, -1)
+        return grad_vectors.baddbmm_(right_incidence, grad * lefts), None, None
+
+
+def incidence(members: torch.Tensor, n_fields: int, like: torch.Tensor) -> torch.Tensor:
+    """[F, P] with a one at (members[p], p): which field each pair's member is."""
+    matrix = like.new_zeros(n_fields, members.numel())
+    matrix[members, torch.arange(members.numel(), device=members.device)] = 1
+    return matrix
 
 
 def pair_products(vectors: torch.Tensor, left: torch.Tensor, right: torch.Tensor):
@@ -83,31 +112,20 @@ def field_aware_rows(ids: torch.Tensor, fields: torch.Tensor, partners: torch.Te
 class _FieldAwarePairProducts(Function):
     @staticmethod
     def forward(ctx, table, ids, left, right, sparse):
-        fields = torch.cat([left, right])  # the field whose feature is looked up ...
-        partners = torch.cat([right, left])  # ... and the field it interacts with
-        rows = field_aware_rows(ids, fields, partners)  # [B, 2P]
-        n_pairs = left.numel()
+        # both sides in one lookup: v_{i_a, f_b} (field a looks at b), then v_{i_b, f_a}
+        rows = field_aware_rows(ids, torch.cat([left, right]), torch.cat([right, left]))
         gathered = table.index_select(0, rows.reshape(-1))
-        gathered = gathered.view(ids.shape[0], 2, n_pairs, table.shape[1])
-        ctx.save_for_backward(gathered, ids, fields, partners)
+        gathered = gathered.view(ids.shape[0], 2, left.numel(), table.shape[1])
+        ctx.save_for_backward(gathered, ids, left, right)
         ctx.table_shape = table.shape
         ctx.sparse = sparse
         return gathered[:, 0] * gathered[:, 1]
 
     @staticmethod
     def backward(ctx, grad):
-        gathered, ids, fields, partners = ctx.saved_tensors
-        halves = torch.empty_like(gathered)
-        torch.mul(grad, gathered[:, 1], out=halves[:, 0])
-        torch.mul(grad, gathered[:, 0], out=halves[:, 1])
-        grad_rows = halves.view(-1, gathered.shape[-1])
-        return (
-            table_gradient(grad_rows, ids, fields, partners, ctx.table_shape, ctx.sparse),
-            None,
-            None,
-            None,
-            None,
-        )
+        gathered, ids, left, right = ctx.saved_tensors
+        sides = ((left, right, grad * gathered[:, 1]), (right, left, grad * gathered[:, 0]))
+        return table_gradient(sides, ids, ctx.table_shape, ctx.sparse), None, None, None, None
 
 
 def field_aware_pair_products(
@@ -122,34 +140,35 @@ def field_aware_pair_products(
     return _FieldAwarePairProducts.apply(table, ids, left, right, sparse)
 
 
-def table_gradient(
-    grad_rows: torch.Tensor,
-    ids: torch.Tensor,
-    fields: torch.Tensor,
-    partners: torch.Tensor,
-    table_shape: torch.Size,
-    sparse: bool,
-) -> torch.Tensor:
-    """The flat field-aware table's gradient from one gradient row per looked-up row.
+def table_gradient(sides, ids: torch.Tensor, table_shape: torch.Size, sparse: bool):
+    """The flat field-aware table's gradient from the gradient of each looked-up vector.
 
-    Dense: a zero table with the rows added in. Sparse on the CPU: summed by ``index_add_``
-    into one block row per (feature, field) of the batch's distinct features, a coalesced
-    tensor (rows of a feature's own field stay zero: Adagrad adds 0 to their state and moves
-    them by 0). Sparse on other devices: uncoalesced, as ``F.embedding`` returns it, so that
-    the device's deterministic coalesce sums it.
+    ``sides`` holds (fields, partners, grad [B, P, K]): the gradient of v_{i_f, partner} for
+    each sample and pair. Dense: a zero table with the rows added in. Sparse on the CPU:
+    summed by ``index_add_`` into one block row per (feature, field) of the batch's distinct
+    features, a coalesced tensor (rows of a feature's own field stay zero: Adagrad adds 0 to
+    their state and moves them by 0). Sparse on other devices: uncoalesced, as
+    ``F.embedding`` returns it, so that the device's deterministic coalesce sums it.
     """
-    if not sparse:
-        rows = field_aware_rows(ids, fields, partners).reshape(-1)
-        return grad_rows.new_zeros(table_shape).index_add_(0, rows, grad_rows)
-    if grad_rows.device.type != "cpu":
-        rows = field_aware_rows(ids, fields, partners).reshape(-1)
+    size = table_shape[1]
+    if sparse and ids.device.type != "cpu":
+        rows = torch.cat([field_aware_rows(ids, f, p).reshape(-1) for f, p, _ in sides])
+        values = torch.cat([g.reshape(-1, size) for _, _, g in sides])
         return torch.sparse_coo_tensor(
-            rows.unsqueeze(0), grad_rows, table_shape, check_invariants=False
+            rows.unsqueeze(0), values, table_shape, check_invariants=False
         )
+    if not sparse:
+        grad_table = sides[0][2].new_zeros(table_shape)
+        for fields, partners, grad in sides:
+            rows = field_aware_rows(ids, fields, partners).reshape(-1)
+            grad_table.index_add_(0, rows, grad.reshape(-1, size))
+        return grad_table
     n_fields = ids.shape[1]
     features, local = torch.unique(ids.long(), sorted=True, return_inverse=True)
-    block = grad_rows.new_zeros(features.numel() * n_fields, grad_rows.shape[1])
-    block.index_add_(0, field_aware_rows(local, fields, partners).reshape(-1), grad_rows)
+    block = sides[0][2].new_zeros(features.numel() * n_fields, size)
+    for fields, partners, grad in sides:
+        rows = field_aware_rows(local, fields, partners).reshape(-1)
+        block.index_add_(0, rows, grad.reshape(-1, size))
     return block_gradient(block, features, n_fields, table_shape, sparse=True)
 
 

@@ -145,6 +145,13 @@ class FieldAwareEmbedding(nn.Module):
 
 def fm_interaction(vectors: torch.Tensor) -> torch.Tensor:
     """Σ_{i<j} (v_i x_i) ⊙ (v_j x_j) in O(FK): ((Σ e)² - Σ e²) / 2 on e = [B, F, K] -> [B, K]."""
+    if kernels.fused_enabled(vectors):
+        return kernels.fm_interaction(vectors)
+    return fm_interaction_reference(vectors)
+
+
+def fm_interaction_reference(vectors: torch.Tensor) -> torch.Tensor:
+    """The plain autograd composition behind ``kernels.fm_interaction``."""
     total = vectors.sum(dim=1)
     return 0.5 * (total * total - (vectors * vectors).sum(dim=1))
 
