@@ -1,0 +1,85 @@
+"""``SparseAdagrad`` is torch's Adagrad, bit for bit, with a leaner sparse step."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from aoaffm.models import create
+from aoaffm.train.optim import SparseAdagrad, coalesced_rows
+
+# torch's own sparse step (the reference here) warns that it skips invariant checks
+pytestmark = pytest.mark.filterwarnings("ignore:Sparse invariant checks")
+N_FEATURES, N_FIELDS = 40, 5
+
+
+def _groups(model):
+    tables = [m.weight for m in model.modules() if isinstance(m, torch.nn.Embedding)]
+    ids = {id(t) for t in tables}
+    return [{"params": tables}, {"params": [p for p in model.parameters() if id(p) not in ids]}]
+
+
+def _train(optimizer_class, name, steps=6, **settings):
+    torch.manual_seed(0)
+    model = create(name, N_FEATURES, N_FIELDS, 6, attention_size=4, dropout=0.2)
+    optimizer = optimizer_class(_groups(model), lr=0.05, initial_accumulator_value=1e-8, **settings)
+    gen = torch.Generator().manual_seed(1)
+    for step in range(steps):
+        ids = torch.randint(0, N_FEATURES // N_FIELDS, (16, N_FIELDS), generator=gen)
+        ids += torch.arange(N_FIELDS) * (N_FEATURES // N_FIELDS)
+        labels = torch.randint(0, 2, (16,), generator=gen).float() * 2 - 1
+        torch.manual_seed(100 + step)  # the same dropout masks for both optimizers
+        loss = 0.5 * (model(ids) - labels).square().sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return model, optimizer
+
+
+@pytest.mark.parametrize("name", ["fm", "ffm", "aoaffm"])  # uncoalesced and coalesced grads
+@pytest.mark.parametrize(
+    "settings", [{}, {"lr_decay": 0.1, "maximize": True}], ids=["plain", "decay+maximize"]
+)
+def test_same_weights_and_state_as_torch_adagrad(name, settings):
+    ours, ours_opt = _train(SparseAdagrad, name, **settings)
+    torch_model, torch_opt = _train(torch.optim.Adagrad, name, **settings)
+    for (key, a), b in zip(
+        ours.state_dict().items(), torch_model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), key
+    ours_state, torch_state = ours_opt.state_dict(), torch_opt.state_dict()
+    assert ours_state["param_groups"] == torch_state["param_groups"]
+    for index, state in torch_state["state"].items():
+        assert torch.equal(ours_state["state"][index]["sum"], state["sum"])
+        assert torch.equal(ours_state["state"][index]["step"], state["step"])
+
+
+def test_loads_a_torch_adagrad_checkpoint():
+    _, torch_opt = _train(torch.optim.Adagrad, "fm", steps=2)
+    model, _ = _train(torch.optim.Adagrad, "fm", steps=2)
+    ours = SparseAdagrad(_groups(model), lr=0.05, initial_accumulator_value=1e-8)
+    ours.load_state_dict(torch_opt.state_dict())
+    assert ours.state_dict()["state"].keys() == torch_opt.state_dict()["state"].keys()
+
+
+def test_weight_decay_with_sparse_gradients_is_an_error_as_in_torch():
+    table = torch.nn.Embedding(5, 2, sparse=True)
+    table(torch.tensor([1, 3])).sum().backward()
+    optimizer = SparseAdagrad(table.parameters(), lr=0.1, weight_decay=0.01)
+    with pytest.raises(RuntimeError, match="weight_decay"):
+        optimizer.step()
+
+
+def test_rows_in_order_are_used_as_they_are_and_others_coalesced():
+    values = torch.arange(6.0).view(3, 2)
+    in_order = torch.sparse_coo_tensor(
+        torch.tensor([[0, 2, 4]]), values, (5, 2), check_invariants=False
+    )
+    rows, got = coalesced_rows(in_order)
+    assert rows.tolist() == [0, 2, 4]
+    assert got.data_ptr() == in_order._values().data_ptr()  # no copy, no sort
+    repeated = torch.sparse_coo_tensor(
+        torch.tensor([[4, 0, 4]]), values, (5, 2), check_invariants=False
+    )
+    rows, got = coalesced_rows(repeated)
+    assert rows.tolist() == [0, 4] and got.tolist() == [[2.0, 3.0], [4.0, 6.0]]
