@@ -1,0 +1,426 @@
+"""Training throughput of our FM, FFM, AFM and AoAFFM against the PyPI package torchfm 0.7.0
+(pytorch-fm) on real Frappe, plus the floors each model is measured against.
+
+    python benchmarks/throughput.py              # Markdown table
+    python benchmarks/throughput.py --json       # JSON list of {model, k, ours, peer, ratio}
+
+Both sides train on the same rows (Frappe rebuilt from the raw archive in the data mirror,
+202,026 training rows), in the same process, with the same batch size, K, Adagrad settings
+and thread count; the rows come from tensors in memory, picked by a seeded index
+permutation. Timed windows alternate between our model, the peer's and the floor probe, so
+that a load change on a shared machine hits all of them; a side's figure is its median
+window (samples/s) after warm-up.
+
+Floors, measured in the same run:
+- attention models: the attention network's three matrix products of a step alone
+  (forward W X, backward G W and Gᵀ X at [B·P, K] x [K, t]);
+- FFM: the bytes a step must move for the embedding rows it touches, at the bandwidth of a
+  large tensor copy: distinct features per batch × F × K × 4 bytes × 5 accesses (read the
+  weights, write the gradient, read and write Adagrad's sum, write the weights).
+
+Peak memory is the growth of the resident set (VmRSS -> VmHWM, Linux /proc) of a fresh
+child process from just before it builds the model to after ``--memory-steps`` steps;
+tracemalloc does not see torch's allocations.
+
+torchfm 0.7.0 and current NumPy/PyTorch: its layers build field offsets with ``np.long``,
+which NumPy 1.24-1.26 removed (NumPy 2 restored it as C long); ``import_torchfm`` adds the
+alias when it is missing, in this process only. The peer's models end in a sigmoid; they are
+trained on 0.5 Σ (σ(ŷ) - y01)² with labels mapped to 0/1, which costs the same as ours.
+torchfm takes per-field ids and adds its own offsets, so it gets our global ids minus the
+field offsets, as int64.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import sys
+import tempfile
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from harness import (
+    REPO,
+    AttentionMatmuls,
+    IndexBatches,
+    OurStep,
+    Rows,
+    alternate,
+    copy_bandwidth,
+    env_threads,
+    field_aware_rows_touched,
+    median,
+    reset_peak_rss,
+    rss_bytes,
+    spread,
+)
+from tqdm import tqdm
+
+from aoaffm.data import build_dataset, fetch_sources, load_processed
+from aoaffm.metrics import sum_squared_error
+from aoaffm.models import create
+
+PEER_MODELS = {"fm", "ffm", "afm"}  # torchfm has no AoAFFM
+ATTENTION = {"afm", "aoafm", "affm", "aoaffm"}
+FFM_ACCESSES = 5  # read weights, write gradient, read + write Adagrad's sum, write weights
+
+
+def import_torchfm():
+    """torchfm's model classes, with NumPy's ``np.long`` alias restored if this NumPy lacks
+    it (removed in 1.24, back in 2.0)."""
+    if not hasattr(np, "long"):
+        np.long = np.int64  # torchfm.layer: np.array(..., dtype=np.long)
+    from torchfm.model.afm import AttentionalFactorizationMachineModel
+    from torchfm.model.ffm import FieldAwareFactorizationMachineModel
+    from torchfm.model.fm import FactorizationMachineModel
+
+    return {
+        "fm": lambda dims, k, t: FactorizationMachineModel(dims, k),
+        "ffm": lambda dims, k, t: FieldAwareFactorizationMachineModel(dims, k),
+        "afm": lambda dims, k, t: AttentionalFactorizationMachineModel(dims, k, t, (0.0, 0.0)),
+    }
+
+
+class PeerStep:
+    """One training step of a torchfm model: per-field int64 ids, dense Adagrad (its
+    embeddings have dense gradients), 0.5 Σ (σ(ŷ) - y01)²."""
+
+    def __init__(self, model, rows: Rows, offsets, batch_size, learning_rate, seed=0):
+        self.model = model.train()
+        self.ids = (rows.ids - torch.as_tensor(offsets, dtype=rows.ids.dtype)).long()
+        self.labels = (rows.labels + 1) / 2
+        self.batches = IndexBatches(len(rows), batch_size, seed)
+        self.optimizer = torch.optim.Adagrad(
+            model.parameters(), lr=learning_rate, initial_accumulator_value=1e-8
+        )
+
+    def __call__(self) -> None:
+        index = next(self.batches)
+        loss = 0.5 * (self.model(self.ids[index]) - self.labels[index]).square().sum()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+
+# --------------------------------------------------------------------------- setup
+
+
+def frappe(args) -> tuple:
+    """The processed Frappe data set: ``--data`` or rebuilt from the mirror's raw archive."""
+    if args.data is not None:
+        return load_processed(args.data), None
+    workdir = tempfile.TemporaryDirectory(prefix="throughput-frappe-")
+    raw = fetch_sources(
+        "frappe", "raw", Path(workdir.name) / "raw", mirror=args.mirror, progress=False
+    )
+    build_dataset(
+        "frappe", "raw", raw, Path(workdir.name) / "frappe", seed=args.seed, progress=False
+    )
+    return load_processed(Path(workdir.name) / "frappe"), workdir
+
+
+def make_step(side: str, name: str, k: int, data, rows: Rows, args, *, bf16=False):
+    torch.manual_seed(args.seed)
+    if side == "ours":
+        model = create(name, data.n_features, data.n_fields, k, attention_size=args.attention_size)
+        return OurStep(model, rows, args.batch_size, args.learning_rate, seed=args.seed, bf16=bf16)
+    model = import_torchfm()[name](list(data.field_sizes), k, args.attention_size)
+    return PeerStep(
+        model, rows, data.meta["field_offsets"], args.batch_size, args.learning_rate, args.seed
+    )
+
+
+def _memory_child(queue, side, name, k, args) -> None:
+    """In a fresh process: resident-set growth while building and training one model."""
+    env_threads(args.threads)
+    warnings.simplefilter("ignore")
+    data = load_processed(args.processed)
+    rows = Rows.from_split(data.split("train"))
+    if side == "peer":
+        import_torchfm()
+    if not reset_peak_rss():
+        queue.put(None)
+        return
+    before = rss_bytes("VmRSS")
+    step = make_step(side, name, k, data, rows, args)
+    for _ in range(args.memory_steps):
+        step()
+    queue.put(rss_bytes("VmHWM") - before)
+
+
+def peak_memory(side, name, k, args) -> int | None:
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    child = context.Process(target=_memory_child, args=(queue, side, name, k, args))
+    child.start()
+    result = queue.get(timeout=600)
+    child.join()
+    return result
+
+
+# --------------------------------------------------------------------------- one cell
+
+
+def measure(name: str, k: int, data, rows: Rows, args, bandwidth: float) -> dict:
+    sides = {"ours": make_step("ours", name, k, data, rows, args)}
+    if name in PEER_MODELS:
+        sides["peer"] = make_step("peer", name, k, data, rows, args)
+    n_pairs = data.n_fields * (data.n_fields - 1) // 2
+    if name in ATTENTION:
+        sides["floor"] = AttentionMatmuls(args.batch_size * n_pairs, k, args.attention_size)
+    timings = alternate(sides, steps=args.steps, windows=args.windows, warmup=args.warmup)
+    per_second = {side: args.batch_size / median(t) for side, t in timings.items()}
+    result = {
+        "model": name,
+        "k": k,
+        "ours": per_second["ours"],
+        "peer": per_second.get("peer"),
+        "ratio": per_second["ours"] / per_second["peer"] if "peer" in per_second else None,
+        "ours_step_ms": 1e3 * median(timings["ours"]),
+        "spread": {side: spread(t) for side, t in timings.items()},
+    }
+    if name in ATTENTION:
+        result["floor"] = "attention matmuls"
+        result["floor_step_ms"] = 1e3 * median(timings["floor"])
+        result["floor_gflop"] = (
+            AttentionMatmuls.flops(args.batch_size * n_pairs, k, args.attention_size) / 1e9
+        )
+    if name == "ffm":
+        features = field_aware_rows_touched(rows.ids, sides["ours"].batches, 200)
+        floor_bytes = features * data.n_fields * k * 4 * FFM_ACCESSES
+        result["floor"] = "memory traffic"
+        result["floor_bytes"] = floor_bytes
+        result["floor_features_per_batch"] = features
+        result["floor_step_ms"] = 1e3 * floor_bytes / bandwidth
+    if "floor_step_ms" in result:
+        result["from_floor"] = result["ours_step_ms"] / result["floor_step_ms"]
+    if args.memory_steps > 0:
+        for side in ("ours", "peer") if name in PEER_MODELS else ("ours",):
+            growth = peak_memory(side, name, k, args)
+            result[f"{side}_peak_mib"] = None if growth is None else growth / 2**20
+    return result
+
+
+# --------------------------------------------------------------------------- bf16
+
+
+def measure_bf16(name: str, k: int, data, rows: Rows, args) -> dict:
+    """Our model in float32 and under bf16 autocast, same init and batches: throughput
+    (alternating windows), then the validation RMSE of both after ``--bf16-steps`` steps."""
+    sides = {
+        "fp32": make_step("ours", name, k, data, rows, args),
+        "bf16": make_step("ours", name, k, data, rows, args, bf16=True),
+    }
+    timings = alternate(sides, steps=args.steps, windows=args.windows, warmup=args.warmup)
+    done = args.warmup + args.steps * args.windows
+    for step in sides.values():
+        for _ in range(max(0, args.bf16_steps - done)):
+            step()
+    validation = Rows.from_split(data.split("validation"))
+    result = {"model": name, "k": k, "steps": max(done, args.bf16_steps)}
+    for side, step in sides.items():
+        result[f"{side}_samples_per_s"] = args.batch_size / median(timings[side])
+        result[f"{side}_validation_rmse"] = validation_rmse(step, validation, bf16=side == "bf16")
+    result["speedup"] = result["bf16_samples_per_s"] / result["fp32_samples_per_s"]
+    result["rmse_change"] = result["bf16_validation_rmse"] - result["fp32_validation_rmse"]
+    return result
+
+
+@torch.inference_mode()
+def validation_rmse(step: OurStep, validation: Rows, *, bf16: bool, batch: int = 8192) -> float:
+    """The trainer's evaluation: clipped RMSE in eval mode, bf16 autocast when trained so."""
+    step.model.eval()
+    total = 0.0
+    for low in range(0, len(validation), batch):
+        ids = validation.ids[low : low + batch].long()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            predictions = step.model(ids).float()
+        total += float(sum_squared_error(predictions, validation.labels[low : low + batch]))
+    step.model.train()
+    return (total / len(validation)) ** 0.5
+
+
+# --------------------------------------------------------------------------- output
+
+
+def fmt(value, digits=0) -> str:
+    if value is None:
+        return "—"
+    return f"{value:,.{digits}f}"
+
+
+def markdown(results: list[dict], bf16: list[dict], context: dict) -> str:
+    lines = [
+        f"Frappe train split ({context['train_rows']:,} rows), batch {context['batch_size']}, "
+        f"{context['threads']} threads, Adagrad, float32; copy bandwidth "
+        f"{context['bandwidth_gbs']:.1f} GB/s; load average at start {context['load_start']}, "
+        f"at end {context['load_end']}; CPU pressure (PSI some avg60) at start "
+        f"{context['pressure_start']}, at end {context['pressure_end']}.",
+        "",
+        "| model | K | ours (samples/s) | torchfm (samples/s) | ratio | ours ms/step "
+        "| floor ms/step | × floor | ours peak MiB | torchfm peak MiB | window spread |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for r in results:
+        noise = ", ".join(f"{side} {value:.0%}" for side, value in r["spread"].items())
+        lines.append(
+            f"| {r['model']}{' (bf16)' if r.get('bf16') else ''} | {r['k']} | {fmt(r['ours'])} "
+            f"| {fmt(r['peer'])} | {fmt(r['ratio'], 2)} | {fmt(r['ours_step_ms'], 2)} "
+            f"| {fmt(r.get('floor_step_ms'), 2)} | {fmt(r.get('from_floor'), 2)} "
+            f"| {fmt(r.get('ours_peak_mib'), 1)} | {fmt(r.get('peer_peak_mib'), 1)} | {noise} |"
+        )
+    if bf16:
+        lines += [
+            "",
+            "| model | K | float32 (samples/s) | bf16 autocast (samples/s) | speed-up | steps "
+            "| validation RMSE float32 | validation RMSE bf16 | change |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for r in bf16:
+            lines.append(
+                f"| {r['model']} | {r['k']} | {fmt(r['fp32_samples_per_s'])} "
+                f"| {fmt(r['bf16_samples_per_s'])} | {fmt(r['speedup'], 2)} | {r['steps']} "
+                f"| {r['fp32_validation_rmse']:.5f} | {r['bf16_validation_rmse']:.5f} "
+                f"| {r['rmse_change']:+.5f} |"
+            )
+    return "\n".join(lines)
+
+
+def cpu_pressure() -> str:
+    """Share of the last minute in which some runnable task waited for a CPU (Linux PSI):
+    the best single sign that other work competed with the measurement."""
+    try:
+        with open("/proc/pressure/cpu", encoding="ascii") as pressure:
+            fields = dict(item.split("=") for item in pressure.readline().split()[1:])
+        return f"{float(fields['avg60']):.0f}%"
+    except (OSError, KeyError, ValueError):
+        return "n/a"
+
+
+def load_average() -> str:
+    try:
+        return ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--models",
+        default="fm,ffm,afm,aoaffm",
+        help="comma-separated (ours: any aoaffm model; peer: fm, ffm, afm)",
+    )
+    parser.add_argument("--k", default="64,256", help="embedding sizes, comma-separated")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--attention-size", type=int, default=256, help="t")
+    parser.add_argument("--learning-rate", type=float, default=0.05)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=20, help="steps per timed window")
+    parser.add_argument("--windows", type=int, default=7, help="timed windows per side")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps per side")
+    parser.add_argument(
+        "--memory-steps",
+        type=int,
+        default=5,
+        help="steps of the peak-memory child process (0: skip memory)",
+    )
+    parser.add_argument(
+        "--bf16",
+        default="",
+        help="models to time also under bf16 autocast, with the RMSE effect "
+        "(comma-separated, e.g. afm,aoaffm; default: none)",
+    )
+    parser.add_argument(
+        "--bf16-steps", type=int, default=400, help="training steps before the bf16 RMSE comparison"
+    )
+    parser.add_argument("--seed", type=int, default=2019)
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="a processed Frappe folder (default: rebuild from the mirror)",
+    )
+    parser.add_argument(
+        "--mirror", default=None, help="data mirror (default: $AOAFFM_MIRROR or ../shared/datasets)"
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the JSON list {model, k, ours, peer, ratio} on stdout "
+        "(the table goes to stderr)",
+    )
+    parser.add_argument(
+        "--details",
+        type=Path,
+        default=None,
+        help="write every measurement (floors, memory, noise) to this JSON",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    env_threads(args.threads)
+    warnings.filterwarnings("ignore", message="Sparse invariant checks")
+    torch.sparse.check_sparse_tensor_invariants.disable()
+    if args.mirror is None:
+        args.mirror = str(REPO.parent / "shared" / "datasets")
+    data, workdir = frappe(args)
+    args.processed = str(data.path)  # for the peak-memory child processes
+    rows = Rows.from_split(data.split("train"))
+    load_start, pressure_start = load_average(), cpu_pressure()
+    bandwidth = copy_bandwidth()
+    cells = [(m, int(k)) for k in args.k.split(",") for m in args.models.split(",")]
+    results = []
+    for name, k in tqdm(cells, desc="throughput", unit="cell", file=sys.stderr):
+        results.append(measure(name, k, data, rows, args, bandwidth))
+    bf16_cells = [(m, int(k)) for k in args.k.split(",") for m in args.bf16.split(",") if m]
+    bf16 = [
+        measure_bf16(m, k, data, rows, args)
+        for m, k in tqdm(
+            bf16_cells, desc="bf16", unit="cell", file=sys.stderr, disable=not bf16_cells
+        )
+    ]
+    context = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["python", "benchmarks/throughput.py", *(argv or sys.argv[1:])]),
+        "machine": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "train_rows": len(rows),
+        "batch_size": args.batch_size,
+        "threads": args.threads,
+        "bandwidth_gbs": bandwidth / 1e9,
+        "load_start": load_start,
+        "load_end": load_average(),
+        "pressure_start": pressure_start,
+        "pressure_end": cpu_pressure(),
+        "data": data.meta.get("variant"),
+    }
+    table = markdown(results, bf16, context)
+    if args.details is not None:
+        from aoaffm.io import write_json
+
+        write_json(args.details, {"context": context, "results": results, "bf16": bf16})
+    if args.json:
+        print(table, file=sys.stderr)
+        keys = ("model", "k", "ours", "peer", "ratio")
+        print(json.dumps([{key: r[key] for key in keys} for r in results], indent=1))
+    else:
+        print(table)
+    if workdir is not None:
+        workdir.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

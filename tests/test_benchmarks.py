@@ -1,0 +1,118 @@
+"""The benchmark scripts run and report what they promise (structure only: no timing is
+asserted, the machine running the tests is shared)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from aoaffm.config import load_config
+from aoaffm.experiments import GROUPS, plan
+from aoaffm.models import MODEL_NAMES
+
+
+def run_script(repo_root, *args, timeout=300):
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_gpu_check_documents_itself(repo_root):
+    done = run_script(repo_root, "benchmarks/gpu_check.py", "--help")
+    assert done.returncode == 0, done.stderr
+    for option in ("--device", "--smoke", "--bf16", "--out", "--assumed-epochs"):
+        assert option in done.stdout
+    assert "Agreement" in done.stdout and "Projection" in done.stdout
+
+
+def test_gpu_check_smoke_on_cpu(repo_root, tmp_path):
+    out = tmp_path / "gpu_check.json"
+    done = run_script(
+        repo_root, "benchmarks/gpu_check.py", "--device", "cpu", "--smoke", "--out", str(out)
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(out.read_text())
+    assert report["device"] == "cpu"
+    assert set(report["agreement"]) == set(MODEL_NAMES)
+    assert all(r["ok"] and r["max_relative_error"] == 0.0 for r in report["agreement"].values())
+    cfg = load_config(repo_root / "params.yaml")
+    planned = [
+        s for g in GROUPS for d in ("frappe", "movielens", "criteo") for s in plan(cfg, g, d)
+    ]
+    assert {(c["dataset"], c["model"]) for c in report["throughput"]} == {
+        (s.dataset, s.model) for s in planned
+    }
+    assert all(
+        c["train_samples_per_s"] > 0 and c["eval_samples_per_s"] > 0 for c in report["throughput"]
+    )
+    projection = report["projection"]
+    assert projection["runs"] == len(planned)
+    assert projection["hours_at_cap"] > projection["hours_at_assumed_epochs"] > 0
+    assert "the paper protocol" in done.stdout
+
+
+def test_gpu_check_without_cuda_says_so(repo_root):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    done = run_script(repo_root, "benchmarks/gpu_check.py")
+    assert done.returncode == 2 and "no CUDA device" in done.stderr
+
+
+@pytest.mark.slow
+def test_throughput_short_run(repo_root, mirror_dir, tmp_path):
+    details = tmp_path / "details.json"
+    done = run_script(
+        repo_root,
+        "benchmarks/throughput.py",
+        "--models", "fm,ffm,afm,aoaffm",
+        "--k", "8",
+        "--attention-size", "8",
+        "--steps", "3",
+        "--windows", "2",
+        "--warmup", "1",
+        "--memory-steps", "1",
+        "--bf16", "afm",
+        "--bf16-steps", "4",
+        "--threads", "1",
+        "--mirror", str(mirror_dir),
+        "--json",
+        "--details", str(details),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(done.stdout)
+    assert [(r["model"], r["k"]) for r in rows] == [
+        ("fm", 8), ("ffm", 8), ("afm", 8), ("aoaffm", 8)
+    ]  # fmt: skip
+    for row in rows:
+        assert set(row) == {"model", "k", "ours", "peer", "ratio"}
+        assert row["ours"] > 0
+        if row["model"] == "aoaffm":  # torchfm has none
+            assert row["peer"] is None and row["ratio"] is None
+        else:
+            assert row["peer"] > 0
+            assert row["ratio"] == pytest.approx(row["ours"] / row["peer"])
+    assert "| model | K | ours (samples/s)" in done.stderr  # the Markdown table
+    recorded = json.loads(details.read_text())
+    assert recorded["context"]["train_rows"] == 202_026  # real Frappe, rebuilt from raw
+    by_model = {r["model"]: r for r in recorded["results"]}
+    assert by_model["ffm"]["floor"] == "memory traffic"
+    assert by_model["ffm"]["floor_bytes"] > 0 and by_model["ffm"]["from_floor"] > 0
+    for name in ("afm", "aoaffm"):
+        assert by_model[name]["floor"] == "attention matmuls"
+        assert by_model[name]["floor_step_ms"] > 0
+    assert by_model["fm"]["ours_peak_mib"] >= 0 and by_model["fm"]["peer_peak_mib"] >= 0
+    assert "peer_peak_mib" not in by_model["aoaffm"]
+    (bf16,) = recorded["bf16"]  # the extra row: afm under bf16 autocast, RMSE effect
+    assert bf16["model"] == "afm" and bf16["speedup"] > 0
+    assert 0 < bf16["fp32_validation_rmse"] < 1.5 and 0 < bf16["bf16_validation_rmse"] < 1.5
+    assert "bf16 autocast (samples/s)" in done.stderr
