@@ -48,6 +48,21 @@ def test_fm_interaction_matches_autograd_and_gradcheck():
     assert torch.autograd.gradcheck(kernels.fm_interaction, (vectors,))
 
 
+def test_fm_terms_match_autograd_with_coalesced_gradients():
+    ids = _ids(seed=13)
+    tables = [_randn(N_FEATURES, K, seed=14), _randn(N_FEATURES, 1, seed=15)]
+    interaction, linear = kernels.fm_terms(*tables, ids)
+    plain_interaction = fm_interaction_reference(tables[0][ids])
+    plain_linear = tables[1][ids].squeeze(-1).sum(dim=1)
+    torch.testing.assert_close((interaction, linear), (plain_interaction, plain_linear), **TOL)
+    upstream = _randn(BATCH, K, seed=16, grad=False), _randn(BATCH, seed=17, grad=False)
+    fused = torch.autograd.grad((interaction, linear), tables, upstream)
+    plain = torch.autograd.grad((plain_interaction, plain_linear), tables, upstream)
+    assert all(g.is_sparse and g.is_coalesced() for g in fused)
+    # (the reference's gradient is gradchecked in test_models_equations)
+    torch.testing.assert_close([g.to_dense() for g in fused], list(plain), **TOL)
+
+
 def test_pair_products_match_autograd_and_gradcheck():
     left, right = field_pairs(N_FIELDS)
     vectors = _randn(BATCH, N_FIELDS, K)
@@ -167,7 +182,7 @@ def test_models_train_the_same_with_and_without_the_fused_kernels(
 
     fused = run()
     monkeypatch.setattr(kernels, "fused_enabled", lambda tensor: False)
-    monkeypatch.setattr(kernels, "sparse_dots_enabled", lambda tensor: False)
+    monkeypatch.setattr(kernels, "cpu_fused_enabled", lambda tensor: False)
     plain = run()
     torch.testing.assert_close(fused, plain, **TOL)
 

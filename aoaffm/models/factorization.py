@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from aoaffm.models import kernels
 from aoaffm.models.base import CTRModel
 from aoaffm.models.layers import (
     FeatureEmbedding,
@@ -52,8 +53,14 @@ class FM(_Factorization):
 
     def forward(self, ids: torch.Tensor, values: torch.Tensor | None = None) -> torch.Tensor:
         self.check_input(ids, values)
-        interaction = fm_interaction(self.embedding(ids, values))
-        return self.linear(ids, values) + self.dropout(self.norm(interaction)).sum(dim=1)
+        table = self.embedding.table.weight
+        if values is None and kernels.cpu_fused_enabled(table):  # both lookups in one kernel
+            interaction, linear = kernels.fm_terms(table, self.linear.weights.weight, ids)
+            linear = self.linear.bias + linear
+        else:
+            interaction = fm_interaction(self.embedding(ids, values))
+            linear = self.linear(ids, values)
+        return linear + self.dropout(self.norm(interaction)).sum(dim=1)
 
 
 class HOFM(_Factorization):

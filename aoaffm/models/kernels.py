@@ -7,7 +7,8 @@ B * 2P looked-up rows). Each function here computes the same values and gradient
 float rounding, with fewer passes; the tests compare them with the plain compositions in
 ``aoaffm.models.layers`` and gradcheck them in float64.
 
-- ``fm_interaction``: FM's ((Σ e)² - Σ e²) / 2 with the gradient Σ e - e_f in one pass.
+- ``fm_interaction``: FM's ((Σ e)² - Σ e²) / 2 with the gradient Σ e - e_f in one pass;
+  ``fm_terms`` adds the lookups of both FM tables and hands Adagrad coalesced gradients.
 - ``pair_products``: v_a ⊙ v_b for every field pair (a, b) from [B, F, K] -> [B, P, K];
   the backward adds both halves into [B, F, K] with one ``index_add_``.
 - ``field_aware_pair_products``: v_{i_a, f_b} ⊙ v_{i_b, f_a} from the flat field-aware table
@@ -38,9 +39,9 @@ def fused_enabled(tensor: torch.Tensor) -> bool:
     return not torch.is_autocast_enabled(tensor.device.type)
 
 
-def sparse_dots_enabled(tensor: torch.Tensor) -> bool:
-    """``field_aware_pair_dots`` runs on the CPU (on a GPU, gathering [B, 2P, K] is cheap and
-    its sparse kernels would not be deterministic)."""
+def cpu_fused_enabled(tensor: torch.Tensor) -> bool:
+    """``fm_terms`` and ``field_aware_pair_dots`` run on the CPU, where one pass less is time
+    (on a GPU the plain ops are cheap, and the sparse kernels would not be deterministic)."""
     return tensor.device.type == "cpu" and fused_enabled(tensor)
 
 
@@ -64,6 +65,52 @@ class _FMInteraction(Function):
 def fm_interaction(vectors: torch.Tensor) -> torch.Tensor:
     """Σ_{i<j} e_i ⊙ e_j = ((Σ e)² - Σ e²) / 2 over [B, F, K] -> [B, K]."""
     return _FMInteraction.apply(vectors)
+
+
+class _FMTerms(Function):
+    @staticmethod
+    def forward(ctx, table, linear_table, ids):
+        batch, n_fields = ids.shape
+        flat = ids.reshape(-1).long()
+        vectors = table.index_select(0, flat).view(batch, n_fields, -1)
+        total = vectors.sum(dim=1)
+        interaction = 0.5 * (total * total - (vectors * vectors).sum(dim=1))
+        linear = linear_table.index_select(0, flat).view(batch, n_fields).sum(dim=1)
+        ctx.save_for_backward(vectors, total, flat)
+        ctx.shapes = table.shape, linear_table.shape
+        return interaction, linear
+
+    @staticmethod
+    def backward(ctx, grad_interaction, grad_linear):
+        vectors, total, flat = ctx.saved_tensors
+        table_shape, linear_shape = ctx.shapes
+        features, local = torch.unique(flat, sorted=True, return_inverse=True)
+        block = vectors.new_zeros(features.numel(), table_shape[1])
+        if grad_interaction is not None:  # ∂/∂e_f = Σ e - e_f
+            grad_vectors = (total.unsqueeze(1) - vectors).mul_(grad_interaction.unsqueeze(1))
+            block.index_add_(0, local, grad_vectors.view(-1, table_shape[1]))
+        linear_block = vectors.new_zeros(features.numel(), 1)
+        if grad_linear is not None:
+            per_lookup = grad_linear.repeat_interleave(vectors.shape[1]).unsqueeze(1)
+            linear_block.index_add_(0, local, per_lookup)
+        return (
+            _coalesced(features, block, table_shape),
+            _coalesced(features, linear_block, linear_shape),
+            None,
+        )
+
+
+def _coalesced(rows: torch.Tensor, values: torch.Tensor, shape) -> torch.Tensor:
+    return torch.sparse_coo_tensor(
+        rows.unsqueeze(0), values, shape, is_coalesced=True, check_invariants=False
+    )
+
+
+def fm_terms(table: torch.Tensor, linear_table: torch.Tensor, ids: torch.Tensor):
+    """FM's two sums from its tables for one-hot rows: the interaction vector
+    ½((Σ v)² - Σ v²) [B, K] and Σ w [B], with one coalesced sparse gradient per table (rows of
+    the batch's distinct features), so that Adagrad need not sort and sum duplicates."""
+    return _FMTerms.apply(table, linear_table, ids)
 
 
 # --------------------------------------------------------------------------- pair products

@@ -134,7 +134,7 @@ class FieldAwareEmbedding(nn.Module):
     def pair_dots(self, ids: torch.Tensor, values: torch.Tensor | None) -> torch.Tensor:
         """<v_{i,f_j}, v_{j,f_i}> x_i x_j for every field pair: [B, P] (FFM's terms)."""
         table = self.table.weight
-        if kernels.sparse_dots_enabled(table):
+        if kernels.cpu_fused_enabled(table):
             dots = kernels.field_aware_pair_dots(table, ids, self.left, self.right)
             if values is not None:
                 values = values.to(dots.dtype)
