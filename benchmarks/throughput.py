@@ -116,9 +116,8 @@ def frappe(args) -> tuple:
     if args.data is not None:
         return load_processed(args.data), None
     workdir = tempfile.TemporaryDirectory(prefix="throughput-frappe-")
-    raw = fetch_sources(
-        "frappe", "raw", Path(workdir.name) / "raw", mirror=args.mirror, progress=False
-    )
+    mirror = args.mirror or REPO.parent / "shared" / "datasets"  # $AOAFFM_MIRROR wins
+    raw = fetch_sources("frappe", "raw", Path(workdir.name) / "raw", mirror=mirror, progress=False)
     build_dataset(
         "frappe", "raw", raw, Path(workdir.name) / "frappe", seed=args.seed, progress=False
     )
@@ -372,8 +371,6 @@ def main(argv=None) -> int:
     env_threads(args.threads)
     warnings.filterwarnings("ignore", message="Sparse invariant checks")
     torch.sparse.check_sparse_tensor_invariants.disable()
-    if args.mirror is None:
-        args.mirror = str(REPO.parent / "shared" / "datasets")
     data, workdir = frappe(args)
     args.processed = str(data.path)  # for the peak-memory child processes
     rows = Rows.from_split(data.split("train"))

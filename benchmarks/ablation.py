@@ -1,0 +1,105 @@
+"""What each hot-path change bought: our training step with the changes switched on one at a
+time, in the order they were made, timed in alternating windows in one process.
+
+    python benchmarks/ablation.py                 # fm, ffm, afm, aoaffm at K = 256, 2 threads
+
+Variants (cumulative):
+  autograd        the models' plain compositions (what ``aoaffm.models`` computed before the
+                  kernels) and torch's ``torch.optim.Adagrad``
+  +backward       the hand-written backward passes of ``aoaffm.models.kernels`` (FM
+                  interaction, pair products, field-aware pair products, attention pooling)
+  +cpu kernels    FFM's pair dots and FM's fused lookups (CPU only)
+  +SparseAdagrad  the trainer's optimizer (``aoaffm.train.optim``): the current code
+
+The switches are the kernels' own enable functions (patched per window), so every variant
+runs the same model object's code paths that the tests compare for equal results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import warnings
+
+import torch
+from harness import OurStep, Rows, alternate, env_threads, median
+from throughput import frappe
+
+from aoaffm.models import create, kernels
+
+VARIANTS = ("autograd", "+backward", "+cpu kernels", "+SparseAdagrad")
+
+
+@contextlib.contextmanager
+def switches(variant: str):
+    level = VARIANTS.index(variant)
+    saved = kernels.fused_enabled, kernels.cpu_fused_enabled
+    if level < 1:
+        kernels.fused_enabled = lambda tensor: False
+    if level < 2:
+        kernels.cpu_fused_enabled = lambda tensor: False
+    try:
+        yield
+    finally:
+        kernels.fused_enabled, kernels.cpu_fused_enabled = saved
+
+
+class Variant:
+    def __init__(self, variant: str, name: str, k: int, data, rows: Rows, args):
+        torch.manual_seed(args.seed)
+        model = create(name, data.n_features, data.n_fields, k, attention_size=args.attention_size)
+        self.step = OurStep(model, rows, args.batch_size, args.learning_rate, seed=args.seed)
+        if VARIANTS.index(variant) < 3:  # torch's Adagrad, same groups and settings
+            self.step.optimizer = torch.optim.Adagrad(
+                self.step.optimizer.param_groups, initial_accumulator_value=1e-8
+            )
+        self.variant = variant
+
+    def __call__(self) -> None:
+        with switches(self.variant):
+            self.step()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], epilog=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    parser.add_argument("--models", default="fm,ffm,afm,aoaffm")
+    parser.add_argument("--k", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--attention-size", type=int, default=256)
+    parser.add_argument("--learning-rate", type=float, default=0.05)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--windows", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=2019)
+    parser.add_argument("--data", default=None, help="processed Frappe (default: rebuild)")
+    parser.add_argument("--mirror", default=None)
+    args = parser.parse_args(argv)
+    env_threads(args.threads)
+    warnings.filterwarnings("ignore", message="Sparse invariant checks")
+    torch.sparse.check_sparse_tensor_invariants.disable()
+    data, workdir = frappe(args)
+    rows = Rows.from_split(data.split("train"))
+    print(
+        f"K = {args.k}, batch {args.batch_size}, {args.threads} threads; ms per step "
+        "(median window), speed-up over the first variant"
+    )
+    print("\n| model | " + " | ".join(VARIANTS) + " |")
+    print("| --- |" + " ---: |" * len(VARIANTS))
+    for name in args.models.split(","):
+        sides = {v: Variant(v, name, args.k, data, rows, args) for v in VARIANTS}
+        timings = alternate(sides, steps=args.steps, windows=args.windows, warmup=args.warmup)
+        ms = {v: 1e3 * median(t) for v, t in timings.items()}
+        cells = [f"{ms[v]:.2f} ({ms[VARIANTS[0]] / ms[v]:.2f}x)" for v in VARIANTS]
+        print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+    if workdir is not None:
+        workdir.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
