@@ -116,3 +116,25 @@ def test_throughput_short_run(repo_root, mirror_dir, tmp_path):
     assert bf16["model"] == "afm" and bf16["speedup"] > 0
     assert 0 < bf16["fp32_validation_rmse"] < 1.5 and 0 < bf16["bf16_validation_rmse"] < 1.5
     assert "bf16 autocast (samples/s)" in done.stderr
+
+
+def test_ablation_short_run(repo_root, mirror_dir):
+    done = run_script(
+        repo_root,
+        "benchmarks/ablation.py",
+        "--models", "fm,ffm",
+        "--k", "8",
+        "--attention-size", "8",
+        "--steps", "1",
+        "--windows", "1",
+        "--warmup", "1",
+        "--threads", "1",
+        "--mirror", str(mirror_dir),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [
+        line
+        for line in done.stdout.splitlines()
+        if line.startswith("| ff") or line.startswith("| fm")
+    ]
+    assert len(rows) == 2 and all(row.count("x)") == 4 for row in rows)
