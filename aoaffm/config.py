@@ -69,8 +69,8 @@ def resolve(params: dict, source: str = "params.yaml") -> dict:
     return cfg
 
 
-def load_config(path: str | os.PathLike = "params.yaml") -> dict:
-    """Read and resolve a params file (see :func:`resolve`)."""
+def load_config(path: str | os.PathLike = "params.yaml", profile: str | None = None) -> dict:
+    """Read and resolve a params file (see :func:`resolve`); ``profile`` replaces its own."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such params file (run from the repository root)")
@@ -78,6 +78,8 @@ def load_config(path: str | os.PathLike = "params.yaml") -> dict:
         params = yaml.safe_load(f) or {}
     if not isinstance(params, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
+    if profile is not None:
+        params["profile"] = profile
     return resolve(params, str(path))
 
 

@@ -314,7 +314,7 @@ def main(argv=None) -> int:
             f"{'ok' if r['ok'] else 'FAIL'}"
         )
 
-    cfg = load_config(args.params)
+    cfg = load_config(args.params, profile="paper")  # the paper protocol, whatever ran last
     print("\n2. throughput (samples/s; synthetic data of the paper's shapes)")
     cells, rates = [], {}
     for (dataset, model), spec in representative_runs(cfg).items():
