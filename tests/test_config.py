@@ -132,3 +132,13 @@ def test_bad_values_are_clear_errors(params, key, value, message):
     with pytest.raises(ConfigError) as err:
         _cfg(params, **{key: value})
     assert "params.yaml" in str(err.value) and message in str(err.value)
+
+
+def test_run_records_have_exactly_the_fields_the_report_reads(params):
+    from aoaffm.experiments import record
+    from aoaffm.report.records import RECORD_FIELDS
+
+    cfg = _cfg(params)
+    run = plan(cfg, "sweeps", "frappe")[0]
+    for rec in record(run, {"validation_rmse": 0.3, "test_rmse": 0.3}):
+        assert tuple(rec) == RECORD_FIELDS
