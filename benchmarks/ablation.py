@@ -9,7 +9,11 @@ Variants (cumulative):
   +backward       the hand-written backward passes of ``aoaffm.models.kernels`` (FM
                   interaction, pair products, field-aware pair products, attention pooling)
   +cpu kernels    FFM's pair dots and FM's fused lookups (CPU only)
-  +SparseAdagrad  the trainer's optimizer (``aoaffm.train.optim``): the current code
+  +SparseAdagrad  the trainer's optimizer (``aoaffm.train.optim``)
+  +C++ kernels    the fused CPU kernels of ``aoaffm.models.native`` (FM's and FFM's lookups,
+                  dots and gradient rows, the attention models' pair products, scores,
+                  softmax, pooling and gradient rows, the linear part, Adagrad's row update)
+  +fused FFM step FFM's whole step in one call (``aoaffm.train.fused``): the current code
 
 The switches are the kernels' own enable functions (patched per window), so every variant
 runs the same model object's code paths that the tests compare for equal results.
@@ -26,9 +30,17 @@ import torch
 from harness import OurStep, Rows, alternate, env_threads, median
 from throughput import frappe
 
-from aoaffm.models import create, kernels
+from aoaffm.models import create, kernels, native
+from aoaffm.train.loop import training_step
 
-VARIANTS = ("autograd", "+backward", "+cpu kernels", "+SparseAdagrad")
+VARIANTS = (
+    "autograd",
+    "+backward",
+    "+cpu kernels",
+    "+SparseAdagrad",
+    "+C++ kernels",
+    "+fused FFM step",
+)
 
 
 @contextlib.contextmanager
@@ -40,7 +52,8 @@ def switches(variant: str):
     if level < 2:
         kernels.cpu_fused_enabled = lambda tensor: False
     try:
-        yield
+        with native.enabled(level >= 4):
+            yield
     finally:
         kernels.fused_enabled, kernels.cpu_fused_enabled = saved
 
@@ -50,10 +63,12 @@ class Variant:
         torch.manual_seed(args.seed)
         model = create(name, data.n_features, data.n_fields, k, attention_size=args.attention_size)
         self.step = OurStep(model, rows, args.batch_size, args.learning_rate, seed=args.seed)
-        if VARIANTS.index(variant) < 3:  # torch's Adagrad, same groups and settings
+        level = VARIANTS.index(variant)
+        if level < 3:  # torch's Adagrad, same groups and settings
             self.step.optimizer = torch.optim.Adagrad(
                 self.step.optimizer.param_groups, initial_accumulator_value=1e-8
             )
+        self.step.step = training_step(model, self.step.optimizer, fuse=level >= 5)
         self.variant = variant
 
     def __call__(self) -> None:

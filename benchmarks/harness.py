@@ -2,9 +2,9 @@
 step of our models (the trainer's optimizer, the trainer's loss), alternating timed windows,
 peak-memory and memory-bandwidth probes.
 
-A training step here is the trainer's inner loop (``aoaffm.train.loop``) without its epoch
-bookkeeping: rows picked by index from tensors already in memory, 0.5 * Σ (ŷ - y)², Adagrad
-with the embedding tables in their own sparse group.
+A training step here is the trainer's own (``aoaffm.train.loop.training_step``: 0.5 * Σ (ŷ - y)²,
+Adagrad with the embedding tables in their own sparse group, FFM's fused step where it
+applies) on rows picked by index from tensors already in memory.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere, without an edita
     sys.path.insert(0, str(REPO))
 
 from aoaffm.train import TrainConfig  # noqa: E402
-from aoaffm.train.loop import build_optimizer, sparse_parameters  # noqa: E402
+from aoaffm.train.loop import build_optimizer, sparse_parameters, training_step  # noqa: E402
 
 # --------------------------------------------------------------------------- batching
 
@@ -92,19 +93,16 @@ class OurStep:
         self.batches = IndexBatches(len(rows), batch_size, seed, rows.ids.device)
         config = TrainConfig(learning_rate=learning_rate, batch_size=batch_size, epochs=1)
         self.optimizer = build_optimizer(model, sparse_parameters(model), config)
-        self.device_type = rows.ids.device.type
-        self.bf16 = bf16
+        device_type = rows.ids.device.type
+        autocast = (
+            (lambda: torch.autocast(device_type, dtype=torch.bfloat16)) if bf16 else nullcontext
+        )
+        self.step = training_step(model, self.optimizer, autocast=autocast)
 
     def __call__(self) -> None:
         index = next(self.batches)
-        ids = self.rows.ids[index].long()
         values = None if self.rows.values is None else self.rows.values[index]
-        with torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.bf16):
-            predictions = self.model(ids, values)
-        loss = 0.5 * (predictions.float() - self.rows.labels[index]).square().sum()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        self.step(self.rows.ids[index].long(), values, self.rows.labels[index])
 
 
 # --------------------------------------------------------------------------- timing

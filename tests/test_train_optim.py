@@ -1,11 +1,14 @@
-"""``SparseAdagrad`` is torch's Adagrad, bit for bit, with a leaner sparse step."""
+"""``SparseAdagrad`` is torch's Adagrad with a leaner sparse step: bit for bit with the
+PyTorch row update; with the fused C++ one (``aoaffm.models.native``) every operation is
+correctly rounded, which torch's vectorized square root is not (it may differ by one unit in
+the last place)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from aoaffm.models import create
+from aoaffm.models import create, native
 from aoaffm.train.optim import SparseAdagrad, coalesced_rows
 
 # torch's own sparse step (the reference here) warns that it skips invariant checks
@@ -41,8 +44,9 @@ def _train(optimizer_class, name, steps=6, **settings):
     "settings", [{}, {"lr_decay": 0.1, "maximize": True}], ids=["plain", "decay+maximize"]
 )
 def test_same_weights_and_state_as_torch_adagrad(name, settings):
-    ours, ours_opt = _train(SparseAdagrad, name, **settings)
-    torch_model, torch_opt = _train(torch.optim.Adagrad, name, **settings)
+    with native.enabled(False):  # the PyTorch row update (and models); the C++ one below
+        ours, ours_opt = _train(SparseAdagrad, name, **settings)
+        torch_model, torch_opt = _train(torch.optim.Adagrad, name, **settings)
     for (key, a), b in zip(
         ours.state_dict().items(), torch_model.state_dict().values(), strict=True
     ):
@@ -83,3 +87,43 @@ def test_rows_in_order_are_used_as_they_are_and_others_coalesced():
     )
     rows, got = coalesced_rows(repeated)
     assert rows.tolist() == [0, 4] and got.tolist() == [[2.0, 3.0], [4.0, 6.0]]
+
+
+def _one_sparse_step(optimizer_class, weight, rows, grad, steps=3, **settings):
+    param = torch.nn.Parameter(weight.clone())
+    optimizer = optimizer_class([param], lr=0.05, initial_accumulator_value=1e-8, **settings)
+    for _ in range(steps):
+        param.grad = torch.sparse_coo_tensor(rows.unsqueeze(0), grad, weight.shape)
+        optimizer.step()
+    return param.detach(), optimizer.state[param]["sum"]
+
+
+@pytest.mark.parametrize("size", [1, 6, 40, 256])  # torch's scalar tail and vector bodies
+def test_native_row_update_is_correctly_rounded_and_within_an_ulp_of_torch(size):
+    if native.library() is None:
+        pytest.skip("no C++ compiler: the fused kernels are not built")
+    gen = torch.Generator().manual_seed(size)
+    weight = torch.randn(300, size, generator=gen) * 0.01
+    rows = torch.randperm(300, generator=gen)[:200].sort().values
+    grad = torch.rand(200, size, generator=gen) * 0.05
+    ours, ours_sum = _one_sparse_step(SparseAdagrad, weight, rows, grad, steps=1)
+    # float32 IEEE operations one at a time (numpy), the update as one rounding (float64)
+    import numpy as np
+
+    g, w = grad.numpy(), weight[rows].numpy()
+    total = np.float32(1e-8) + g * g
+    quotient = g / (np.sqrt(total) + np.float32(1e-10))
+    expected = (w.astype(np.float64) + quotient.astype(np.float64) * np.float32(-0.05)).astype(
+        np.float32
+    )
+    assert np.array_equal(ours_sum[rows].numpy(), total)
+    assert np.array_equal(ours[rows].numpy(), expected)
+    untouched = torch.ones(300, dtype=torch.bool)
+    untouched[rows] = False
+    assert torch.equal(ours[untouched], weight[untouched])
+    # and torch's own step agrees up to its square root's last bit, over several steps
+    with native.enabled(False):
+        reference, reference_sum = _one_sparse_step(torch.optim.Adagrad, weight, rows, grad)
+    ours, ours_sum = _one_sparse_step(SparseAdagrad, weight, rows, grad)
+    assert torch.equal(ours_sum, reference_sum)
+    torch.testing.assert_close(ours, reference, rtol=3e-7, atol=1e-9)

@@ -6,7 +6,9 @@
 
 Models: fm, hofm, ffm (factorization.py), wide_deep, deepcross (deep.py) and the attention
 family afm, aoafm, affm, aoaffm (attention.py, one module with two switches); shared blocks
-in layers.py; parameter counts against the paper's Table 3 in params.py.
+in layers.py; parameter counts against the paper's Table 3 in params.py. The training hot
+path: hand-written backward passes in kernels.py and, on the CPU, fused C++ kernels in
+native.cpp (built and loaded by native.py).
 """
 
 from aoaffm.models.attention import AttentionFM

@@ -21,6 +21,7 @@ import os
 import torch
 from torch import nn
 
+from aoaffm.models import kernels, native
 from aoaffm.models.base import CTRModel, copy_parameter
 from aoaffm.models.factorization import FFM, FM
 from aoaffm.models.layers import (
@@ -79,9 +80,25 @@ class AttentionFM(CTRModel):
 
     def forward(self, ids: torch.Tensor, values: torch.Tensor | None = None) -> torch.Tensor:
         self.check_input(ids, values)
-        pooled = self.attention(self.embedding.pair_products(ids, values))  # [B, K]
+        pooled = self._pooled(ids, values)  # [B, K]
         interaction = self.dropout(self.norm(pooled)) @ self.prediction.to(pooled.dtype)
         return self.linear(ids, values) + interaction
+
+    def _pooled(self, ids: torch.Tensor, values: torch.Tensor | None) -> torch.Tensor:
+        """Σ_r q_r α_r P_r: pair products, then attention pooling; for one-hot rows on the CPU
+        both in one node of C++ passes around torch's matrix products (same numbers up to
+        float rounding: the tests compare the two)."""
+        attention, embedding = self.attention, self.embedding
+        table = embedding.table.weight
+        dense = [attention.project.weight, attention.project.bias, attention.score]
+        if attention.pair_weights is not None:
+            dense.append(attention.pair_weights)
+        if values is None and native.usable(table, *dense):
+            return kernels.attention_interaction(
+                table, ids, embedding.left, embedding.right, self.field_aware, *dense[:3],
+                attention.pair_weights,
+            )  # fmt: skip
+        return attention(embedding.pair_products(ids, values))
 
     def regularized_parameters(self) -> dict[str, list[nn.Parameter]]:
         q = self.attention.pair_weights

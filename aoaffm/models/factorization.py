@@ -98,7 +98,7 @@ class FFM(_Factorization):
     def forward(self, ids: torch.Tensor, values: torch.Tensor | None = None) -> torch.Tensor:
         self.check_input(ids, values)
         if self._terms_are_dots():  # nothing acts between the products and their sum
-            return self.linear(ids, values) + self.embedding.pair_dots(ids, values).sum(dim=1)
+            return self.linear(ids, values) + self.embedding.interaction(ids, values)
         pairs = self.dropout(self.embedding.pair_products(ids, values))  # [B, P, K]
         return self.linear(ids, values) + self.norm(pairs.sum(dim=1)).sum(dim=1)
 

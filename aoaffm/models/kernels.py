@@ -24,6 +24,13 @@ float rounding, with fewer passes; the tests compare them with the plain composi
 
 Under autocast (bf16) the models use the plain compositions instead: their mixed-precision
 rules are torch's, while these functions assume one dtype throughout.
+
+On the CPU in float32, for one-hot rows, most of these run as C++ passes from
+``aoaffm.models.native`` instead (FM's terms, FFM's dots and their gradient rows, the linear
+part, and for the attention family ``attention_interaction``: pair products, scores,
+softmax, pooling and the table's gradient rows in one autograd node around torch's matrix
+products). The PyTorch code here stays the reference they are tested against, and the path
+for float64, autocast, values, other devices, and machines without a C++ compiler.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ import warnings
 
 import torch
 from torch.autograd import Function
+
+from aoaffm.models import native
 
 
 def fused_enabled(tensor: torch.Tensor) -> bool:
@@ -72,19 +81,35 @@ class _FMTerms(Function):
     def forward(ctx, table, linear_table, ids):
         batch, n_fields = ids.shape
         flat = ids.reshape(-1).long()
+        ctx.shapes = table.shape, linear_table.shape
+        ctx.native = native.usable(table, linear_table)
+        if ctx.native:  # one pass, and nothing [B, F, K] to keep
+            total, interaction, linear = native.fm_forward(table, linear_table, ids)
+            ctx.save_for_backward(table, total, ids)  # the table's version is checked
+            return interaction, linear
         vectors = table.index_select(0, flat).view(batch, n_fields, -1)
         total = vectors.sum(dim=1)
         interaction = 0.5 * (total * total - (vectors * vectors).sum(dim=1))
         linear = linear_table.index_select(0, flat).view(batch, n_fields).sum(dim=1)
         ctx.save_for_backward(vectors, total, flat)
-        ctx.shapes = table.shape, linear_table.shape
         return interaction, linear
 
     @staticmethod
     def backward(ctx, grad_interaction, grad_linear):
-        vectors, total, flat = ctx.saved_tensors
+        saved, total, ids = ctx.saved_tensors
         table_shape, linear_shape = ctx.shapes
-        features, local = torch.unique(flat, sorted=True, return_inverse=True)
+        if ctx.native:  # the forward kept the table itself, not the gathered rows
+            features, local = native.unique_ids(ids, table_shape[0])
+            block, linear_block = native.fm_backward(
+                saved, ids, local, features.numel(), total, grad_interaction, grad_linear
+            )
+            return (
+                _coalesced(features, block, table_shape),
+                _coalesced(features, linear_block, linear_shape),
+                None,
+            )
+        vectors = saved
+        features, local = torch.unique(ids, sorted=True, return_inverse=True)
         block = vectors.new_zeros(features.numel(), table_shape[1])
         if grad_interaction is not None:  # ∂/∂e_f = Σ e - e_f
             grad_vectors = (total.unsqueeze(1) - vectors).mul_(grad_interaction.unsqueeze(1))
@@ -98,6 +123,27 @@ class _FMTerms(Function):
             _coalesced(features, linear_block, linear_shape),
             None,
         )
+
+
+class _LinearTerms(Function):
+    @staticmethod
+    def forward(ctx, weights, ids):
+        ctx.save_for_backward(ids)
+        ctx.shape = weights.shape
+        return native.linear_forward(weights, ids)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (ids,) = ctx.saved_tensors
+        features, local = native.unique_ids(ids, ctx.shape[0])
+        block = native.linear_backward(local, features.numel(), grad)
+        return _coalesced(features, block, ctx.shape), None
+
+
+def linear_terms(weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Σ_f w[ids[b, f]] [B] from the [n, 1] linear table for one-hot rows, its gradient one
+    coalesced row per distinct feature (C++ kernels: call only when ``native.usable``)."""
+    return _LinearTerms.apply(weights, ids)
 
 
 def _coalesced(rows: torch.Tensor, values: torch.Tensor, shape) -> torch.Tensor:
@@ -233,7 +279,14 @@ def block_gradient(block, features, n_fields, table_shape, *, sparse: bool) -> t
 
 class _FieldAwarePairDots(Function):
     @staticmethod
-    def forward(ctx, table, ids, left, right, sparse):
+    def forward(ctx, table, ids, left, right, sparse, sum_pairs=False):
+        ctx.table_shape, ctx.sparse = table.shape, sparse
+        ctx.native = native.usable(table)
+        if ctx.native:  # one pass over the pairs' rows; the table's version is checked
+            ctx.save_for_backward(table, ids, left, right)
+            return native.ffm_forward(table, ids, left, right, sum_pairs=sum_pairs)
+        if sum_pairs:
+            raise ValueError("summed pair dots need the C++ kernels (native.usable)")
         n_fields, size = ids.shape[1], table.shape[1]
         features, local = torch.unique(ids.long(), sorted=True, return_inverse=True)
         # each distinct feature's F vectors, one contiguous block row each: [U * F, K]
@@ -241,11 +294,17 @@ class _FieldAwarePairDots(Function):
         lefts = (local[:, left] * n_fields + right).reshape(-1)  # v_{i_a, f_b} in the block
         rights = (local[:, right] * n_fields + left).reshape(-1)  # v_{i_b, f_a}
         ctx.save_for_backward(block, lefts, rights, features)
-        ctx.table_shape, ctx.sparse = table.shape, sparse
         return sampled_dots(block, lefts, rights).view(ids.shape[0], -1)
 
     @staticmethod
     def backward(ctx, grad):
+        if ctx.native:  # only the rows that get a gradient, each computed whole
+            table, ids, left, right = ctx.saved_tensors
+            features, local = native.unique_ids(ids, ctx.table_shape[0] // ids.shape[1])
+            rows, values = native.ffm_backward(table, ids, local, features, left, right, grad)
+            if not ctx.sparse:
+                return table.new_zeros(ctx.table_shape).index_copy_(0, rows, values), *[None] * 5
+            return _coalesced(rows, values, ctx.table_shape), None, None, None, None, None
         block, lefts, rights, features = ctx.saved_tensors
         n_rows = block.shape[0]
         n_fields = n_rows // features.numel()
@@ -262,7 +321,7 @@ class _FieldAwarePairDots(Function):
         grad_table = block_gradient(
             grad_block, features, n_fields, ctx.table_shape, sparse=ctx.sparse
         )
-        return grad_table, None, None, None, None
+        return grad_table, None, None, None, None, None
 
 
 def sampled_dots(block: torch.Tensor, lefts: torch.Tensor, rights: torch.Tensor):
@@ -296,6 +355,12 @@ def field_aware_pair_dots(
 ) -> torch.Tensor:
     """<v_{i_a, f_b}, v_{i_b, f_a}> for every pair (a, b) = (left[p], right[p]): [B, P]."""
     return _FieldAwarePairDots.apply(table, ids, left, right, sparse)
+
+
+def field_aware_interaction(table: torch.Tensor, ids: torch.Tensor, left, right):
+    """FFM's Σ_pairs <v_{i_a, f_b}, v_{i_b, f_a}> [B] for one-hot rows in one C++ pass (call
+    only when ``native.usable(table)``)."""
+    return _FieldAwarePairDots.apply(table, ids, left, right, True, True)
 
 
 # --------------------------------------------------------------------------- attention
@@ -355,3 +420,50 @@ def attention_pooling(
 ) -> torch.Tensor:
     """Σ_r q_r α_r P_r over [B, P, K] pair rows, α = softmax(hᵀ ReLU(W P_r + b)): [B, K]."""
     return _AttentionPooling.apply(pairs.contiguous(), weight, bias, score, pair_weights)
+
+
+class _AttentionInteraction(Function):
+    @staticmethod
+    def forward(ctx, table, weight, bias, score, pair_weights, ids, left, right, field_aware):
+        batch = ids.shape[0]
+        pairs = native.pair_products(table, ids, left, right, field_aware)  # [B * P, K]
+        hidden = torch.addmm(bias, pairs, weight.t())  # W P + b, before ReLU: [B * P, t]
+        alpha, weights, pooled = native.attention_forward(hidden, pairs, score, pair_weights, batch)
+        ctx.save_for_backward(table, weight, score, pair_weights, ids, left, right)
+        ctx.buffers = pairs, hidden, alpha, weights  # hidden is overwritten by the backward
+        ctx.field_aware = field_aware
+        return pooled
+
+    @staticmethod
+    def backward(ctx, grad):
+        if ctx.buffers is None:
+            raise RuntimeError("attention_interaction's backward runs once (no retain_graph)")
+        table, weight, score, pair_weights, ids, left, right = ctx.saved_tensors
+        pairs, hidden, alpha, weights = ctx.buffers
+        ctx.buffers = None
+        grad = grad.contiguous()
+        grad_score, grad_bias, grad_q = native.attention_backward(
+            hidden, pairs, score, pair_weights, alpha, grad
+        )
+        masked = hidden  # now ∂(W P + b), with h folded in
+        grad_weight = masked.t() @ pairs  # [t, K]
+        grad_pairs = masked @ weight  # [B * P, K]
+        n_features = table.shape[0] // ids.shape[1] if ctx.field_aware else table.shape[0]
+        features, local = native.unique_ids(ids, n_features)
+        rows, block = native.attention_table_backward(
+            table, ids, local, features, left, right, grad_pairs, weights, grad, ctx.field_aware
+        )
+        grad_table = _coalesced(rows, block, table.shape)
+        return grad_table, grad_weight, grad_bias, grad_score, grad_q, None, None, None, None
+
+
+def attention_interaction(
+    table, ids, left, right, field_aware: bool, weight, bias, score, pair_weights
+) -> torch.Tensor:
+    """Eq. 5's pooled vector Σ_r q_r α_r P_r [B, K] straight from the embedding table for one-hot
+    rows (the pair products and the attention pooling in one autograd node): C++ passes for
+    the products, the attention scores, softmax and pooling and the table's gradient rows,
+    torch's matrix products for the attention layer (call only when ``native.usable``)."""
+    return _AttentionInteraction.apply(
+        table, weight, bias, score, pair_weights, ids, left, right, field_aware
+    )

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aoaffm.models import kernels
+from aoaffm.models import kernels, native
 
 EMBEDDING_STD = 0.01  # N(0, 0.01) as in the AFM/NFM TensorFlow code
 
@@ -51,6 +51,8 @@ class LinearPart(nn.Module):
         nn.init.zeros_(self.weights.weight)
 
     def forward(self, ids: torch.Tensor, values: torch.Tensor | None) -> torch.Tensor:
+        if values is None and native.usable(self.weights.weight):  # one pass, coalesced grad
+            return self.bias + kernels.linear_terms(self.weights.weight, ids)
         weights = scale_by_values(self.weights(ids).squeeze(-1), values)  # [B, F]
         return self.bias + weights.sum(dim=1)
 
@@ -130,6 +132,12 @@ class FieldAwareEmbedding(nn.Module):
 
     def pair_products(self, ids: torch.Tensor, values: torch.Tensor | None) -> torch.Tensor:
         return field_aware_pair_products(self.table.weight, ids, values, self.left, self.right)
+
+    def interaction(self, ids: torch.Tensor, values: torch.Tensor | None) -> torch.Tensor:
+        """FFM's Σ_pairs <v_{i,f_j}, v_{j,f_i}> x_i x_j: [B]."""
+        if values is None and native.usable(self.table.weight):  # one C++ pass
+            return kernels.field_aware_interaction(self.table.weight, ids, self.left, self.right)
+        return self.pair_dots(ids, values).sum(dim=1)
 
     def pair_dots(self, ids: torch.Tensor, values: torch.Tensor | None) -> torch.Tensor:
         """<v_{i,f_j}, v_{j,f_i}> x_i x_j for every field pair: [B, P] (FFM's terms)."""

@@ -1,5 +1,6 @@
 """The trainer: the paper's protocol (square loss, Adagrad, early stopping on validation RMSE)
-with the AFM/NFM code's choices where the paper is silent; see ``aoaffm.train.loop``."""
+with the AFM/NFM code's choices where the paper is silent; see ``aoaffm.train.loop`` (and
+``optim``: Adagrad's sparse step, ``fused``: FFM's whole step in one C++ call)."""
 
 from aoaffm.train.config import TrainConfig, resolve_device
 from aoaffm.train.loop import TrainingDiverged, seed_everything, train_model

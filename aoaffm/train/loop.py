@@ -47,6 +47,7 @@ from aoaffm.train.checkpoint import (
     save_checkpoint,
 )
 from aoaffm.train.config import TrainConfig, resolve_device
+from aoaffm.train.fused import fused_ffm_step
 from aoaffm.train.optim import SparseAdagrad
 from aoaffm.train.stopping import best_epoch, should_stop
 
@@ -268,6 +269,15 @@ class _Trainer:
         batches = list(order.split(self.config.batch_size))
         if len(batches) > 1 and len(batches[-1]) < 2 * self.ctx.world_size:
             batches.pop()  # too few rows for batch norm on every process
+        step = training_step(
+            self.model,
+            self.optimizer,
+            net=self.net,
+            penalty=self.penalty,
+            autocast=self.autocast,
+            ctx=self.ctx,
+            sparse_params=self.sparse_params,
+        )
         for batch in tqdm(
             batches,
             desc=f"epoch {epoch}",
@@ -277,19 +287,7 @@ class _Trainer:
         ):
             if self.ctx.enabled:
                 batch = batch.tensor_split(self.ctx.world_size)[self.ctx.rank]
-            ids, values, labels = train.rows(batch)
-            with self.autocast():
-                predictions = self.net(ids, values)
-            # Summed (not averaged) error, scaled so that the ranks' mean gradient is the
-            # gradient of the global batch's sum.
-            loss = 0.5 * (predictions.float() - labels).square().sum() * self.ctx.world_size
-            if self.penalty is not None:
-                loss = loss + self.penalty()
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if self.ctx.enabled:
-                dist_utils.sync_sparse_gradients(self.sparse_params, self.ctx)
-            self.optimizer.step()
+            step(*train.rows(batch))
 
     @torch.inference_mode()
     def _rmse(self, split: str) -> float:
@@ -382,6 +380,52 @@ def _split_to_device(data, name: str, device: torch.device, n_features: int | No
             f"model has {n_features} features (ids 0..{n_features - 1})"
         )
     return SplitTensors(ids, labels, values)
+
+
+def training_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    *,
+    net: nn.Module | None = None,
+    penalty: Callable[[], torch.Tensor] | None = None,
+    autocast: Callable[[], Any] = nullcontext,
+    ctx: dist_utils.DistributedContext | None = None,
+    sparse_params: list[nn.Parameter] = (),
+    fuse: bool = True,
+) -> Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor], None]:
+    """``step(ids, values, labels)``: one optimisation step on a batch, as the trainer takes it
+    (public: the benchmarks time this very step).
+
+    Forward through ``net`` (``model``, or its DDP wrapper), ½ Σ (ŷ - y)² (+ ``penalty``),
+    backward, the sparse gradients' all-reduce under DDP, Adagrad. Where it computes the same,
+    FFM's whole step runs as one C++ call instead (``aoaffm.train.fused``; ``fuse=False``
+    keeps it off, for the ablation benchmark).
+    """
+    net = model if net is None else net
+    world_size = 1 if ctx is None else ctx.world_size
+    distributed = ctx is not None and ctx.enabled
+    fused = None
+    if fuse and not distributed and penalty is None and autocast is nullcontext:
+        fused = fused_ffm_step(model, optimizer)
+
+    def step(ids: torch.Tensor, values: torch.Tensor | None, labels: torch.Tensor) -> None:
+        if fused is not None and values is None:
+            fused(ids, labels)
+            return
+        with autocast():
+            predictions = net(ids, values)
+        # Summed (not averaged) error, scaled so that the ranks' mean gradient is the
+        # gradient of the global batch's sum.
+        loss = 0.5 * (predictions.float() - labels).square().sum() * world_size
+        if penalty is not None:
+            loss = loss + penalty()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if distributed:
+            dist_utils.sync_sparse_gradients(sparse_params, ctx)
+        optimizer.step()
+
+    return step
 
 
 def sparse_parameters(model: nn.Module) -> list[nn.Parameter]:

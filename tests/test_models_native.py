@@ -1,0 +1,273 @@
+"""The fused C++ kernels (``aoaffm.models.native``) against the PyTorch code they replace.
+
+Every model's output and every parameter's gradient must match its PyTorch composition (the
+one the float64 tests of ``test_models_kernels`` check against autograd) to float32 rounding;
+the whole FFM step in one call must match the unfused step; the build must be cached,
+atomic and fail softly; bad ids must fail with a message, not a crash.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import warnings
+
+import pytest
+import torch
+
+from aoaffm.models import create, native
+from aoaffm.train.config import TrainConfig
+from aoaffm.train.fused import fused_ffm_step
+from aoaffm.train.loop import build_optimizer, sparse_parameters, training_step
+
+pytestmark = pytest.mark.filterwarnings("ignore:Sparse invariant checks")
+
+N_FIELDS, PER_FIELD, K, T, BATCH = 5, 6, 24, 8, 40
+N_FEATURES = N_FIELDS * PER_FIELD
+F32 = {"rtol": 2e-5, "atol": 2e-6}
+
+
+@pytest.fixture(autouse=True)
+def _need_native():
+    if os.environ.get("AOAFFM_NATIVE") == "0":
+        pytest.skip("AOAFFM_NATIVE=0: the fused kernels are switched off")
+    if native.library() is None:
+        pytest.fail("the fused kernels did not build here (g++ is part of the test setup)")
+
+
+def _ids(seed=0, batch=BATCH, one_field_each=True):
+    """One-hot rows with repeats within the batch; optionally a feature in two fields of a
+    row (the models accept any ids, the data sets never do that)."""
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, PER_FIELD // 2, (batch, N_FIELDS), generator=gen)
+    ids += torch.arange(N_FIELDS) * PER_FIELD
+    if not one_field_each:
+        ids[1, 3] = ids[1, 0]
+        ids[2, 4] = ids[5, 1]
+    return ids
+
+
+def _model(name, seed=3, **hparams):
+    torch.manual_seed(seed)
+    model = create(name, N_FEATURES, N_FIELDS, K, attention_size=T, **hparams)
+    with torch.no_grad():  # weights away from their init, so that every term matters
+        for param in model.parameters():
+            param.add_(torch.randn_like(param) * 0.3)
+    return model.train()
+
+
+def _run(model, ids, seed=9):
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)  # the same dropout masks in both runs
+    output = model(ids)
+    upstream = torch.linspace(-1.0, 1.0, output.numel())
+    (output * upstream).sum().backward()
+    grads = {
+        name: (p.grad.to_dense() if p.grad.is_sparse else p.grad).clone()
+        for name, p in model.named_parameters()
+        if p.grad is not None
+    }
+    return output.detach().clone(), grads
+
+
+@pytest.mark.parametrize("name", ["fm", "ffm", "afm", "aoafm", "affm", "aoaffm"])
+@pytest.mark.parametrize("one_field_each", [True, False], ids=["one-hot", "shared-feature"])
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_models_match_their_pytorch_compositions(name, one_field_each, dropout):
+    model = _model(name, dropout=dropout)
+    ids = _ids(seed=1, one_field_each=one_field_each)
+    fused = _run(model, ids)
+    with native.enabled(False):
+        plain = _run(model, ids)
+    torch.testing.assert_close(fused[0], plain[0], **F32)
+    assert fused[1].keys() == plain[1].keys()
+    for key, grad in plain[1].items():
+        torch.testing.assert_close(fused[1][key], grad, **F32, msg=key)
+
+
+@pytest.mark.parametrize("name", ["fm", "ffm", "afm", "aoaffm"])
+def test_table_gradients_are_coalesced_rows_of_the_batch_only(name):
+    model = _model(name)
+    ids = _ids(seed=2)
+    model(ids).sum().backward()
+    grad = model.embedding.table.weight.grad
+    rows = grad._indices()[0]
+    assert bool((rows[1:] > rows[:-1]).all())  # sorted, unique: Adagrad needs no coalesce
+    features = rows // N_FIELDS if name in ("ffm", "affm", "aoaffm") else rows
+    assert set(features.tolist()) == set(ids.unique().tolist())
+    linear_rows = model.linear.weights.weight.grad._indices()[0]
+    assert linear_rows.tolist() == ids.unique().tolist()
+
+
+@pytest.mark.parametrize("name", ["fm", "ffm"])  # C++ only (the attention models use MKL too)
+def test_results_do_not_depend_on_the_thread_count(name):
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            model = _model(name)
+            results.append(_run(model, _ids(seed=4, batch=300)))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(results[0][0], results[1][0])
+    assert torch.equal(
+        results[0][1]["embedding.table.weight"], results[1][1]["embedding.table.weight"]
+    )
+
+
+def test_unique_ids_equals_torch_unique():
+    gen = torch.Generator().manual_seed(5)
+    ids = torch.randint(0, 1000, (257, 7), generator=gen)
+    features, local = native.unique_ids(ids, 1000)
+    expected, inverse = torch.unique(ids, sorted=True, return_inverse=True)
+    assert torch.equal(features, expected) and torch.equal(local, inverse)
+    again, _ = native.unique_ids(ids[:3], 1000)  # the scratch marks were reset
+    assert torch.equal(again, torch.unique(ids[:3]))
+
+
+@pytest.mark.parametrize("name", ["fm", "ffm", "afm", "aoaffm"])
+def test_an_id_outside_the_table_is_an_index_error_naming_row_and_field(name):
+    model = _model(name)
+    ids = _ids(seed=6)
+    ids[7, 2] = N_FEATURES + 5
+    with pytest.raises(IndexError, match=rf"feature id {N_FEATURES + 5} at batch row 7, field 2"):
+        model(ids)
+    with pytest.raises(IndexError, match="outside 0..29"):
+        native.unique_ids(torch.tensor([[3, -1]]), N_FEATURES)
+
+
+def test_attention_backward_refuses_a_second_pass():
+    model = _model("afm")
+    output = model(_ids()).sum()
+    output.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="runs once"):
+        output.backward()
+
+
+# --------------------------------------------------------------------------- fused FFM step
+
+
+def _ffm_and_optimizer(seed=3, **hparams):
+    model = _model("ffm", seed=seed, **hparams)
+    config = TrainConfig(learning_rate=0.05, batch_size=BATCH, epochs=1)
+    return model, build_optimizer(model, sparse_parameters(model), config)
+
+
+def test_fused_ffm_step_matches_the_unfused_step():
+    gen = torch.Generator().manual_seed(8)
+    batches = [
+        (_ids(seed=10 + i), torch.randint(0, 2, (BATCH,), generator=gen) * 2.0 - 1)
+        for i in range(5)
+    ]
+    states = []
+    for fuse in (True, False):
+        model, optimizer = _ffm_and_optimizer()
+        step = training_step(model, optimizer, fuse=fuse)
+        for ids, labels in batches:
+            step(ids, None, labels)
+        states.append((model.state_dict(), optimizer.state_dict()))
+    (weights, opt), (weights_ref, opt_ref) = states
+    for key, value in weights_ref.items():
+        torch.testing.assert_close(weights[key], value, rtol=1e-5, atol=1e-7, msg=key)
+    for index, state in opt_ref["state"].items():
+        torch.testing.assert_close(opt["state"][index]["sum"], state["sum"], rtol=1e-5, atol=1e-9)
+        assert torch.equal(opt["state"][index]["step"], state["step"])
+
+
+def test_fused_ffm_step_returns_the_batch_loss_and_trains_only_in_train_mode():
+    model, optimizer = _ffm_and_optimizer()
+    step = fused_ffm_step(model, optimizer)
+    ids, labels = _ids(seed=11), torch.ones(BATCH)
+    with torch.no_grad():
+        expected = 0.5 * (model(ids) - labels).square().sum()
+    assert step(ids, labels) == pytest.approx(float(expected), rel=1e-5)
+    model.eval()
+    with pytest.raises(RuntimeError, match="model.train"):
+        step(ids, labels)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["dropout", "batch_norm", "other model", "weight decay", "maximize", "missing parameter"],
+)
+def test_fused_ffm_step_only_where_it_computes_the_same(case):
+    name, hparams = "ffm", {}
+    if case == "dropout":
+        hparams = {"dropout": 0.1}
+    elif case == "batch_norm":
+        hparams = {"batch_norm": True}
+    elif case == "other model":
+        name = "fm"
+    model = _model(name, **hparams)
+    config = TrainConfig(learning_rate=0.05, batch_size=BATCH, epochs=1)
+    optimizer = build_optimizer(model, sparse_parameters(model), config)
+    if case in ("dropout", "batch_norm", "other model"):
+        assert fused_ffm_step(model, optimizer) is None
+        return
+    assert fused_ffm_step(model, optimizer) is not None  # plain FFM, until the change below
+    if case == "weight decay":
+        optimizer.param_groups[1]["weight_decay"] = 0.1
+    elif case == "maximize":
+        optimizer.param_groups[0]["maximize"] = True
+    elif case == "missing parameter":
+        optimizer.param_groups[1]["params"] = []
+    assert fused_ffm_step(model, optimizer) is None
+
+
+def test_training_step_fuses_only_without_penalty_autocast_or_values():
+    model, optimizer = _ffm_and_optimizer()
+    calls = []
+    original = native.ffm_train_step
+    try:
+        native.ffm_train_step = lambda *a, **k: calls.append(1) or original(*a, **k)
+        ids, labels = _ids(seed=12), torch.ones(BATCH)
+        training_step(model, optimizer)(ids, None, labels)
+        assert calls == [1]
+        training_step(model, optimizer)(ids, torch.ones(BATCH, N_FIELDS), labels)  # values
+        training_step(model, optimizer, penalty=lambda: torch.zeros(()))(ids, None, labels)
+        assert calls == [1]
+    finally:
+        native.ffm_train_step = original
+
+
+# --------------------------------------------------------------------------- the build
+
+
+def test_build_is_cached_keyed_by_source_and_atomic(tmp_path, monkeypatch):
+    monkeypatch.setenv("AOAFFM_NATIVE_CACHE", str(tmp_path))
+    first = native.build()
+    assert first.parent == tmp_path and first.is_file()
+    mtime = first.stat().st_mtime_ns
+    assert native.build() == first and first.stat().st_mtime_ns == mtime  # not rebuilt
+    assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temporary left
+    changed = tmp_path / "native.cpp"
+    changed.write_text(native.SOURCE.read_text() + "\n// changed\n")
+    monkeypatch.setattr(native, "SOURCE", changed)
+    assert native.build() != first
+
+
+def test_a_failed_build_leaves_nothing_and_the_models_fall_back(tmp_path, monkeypatch):
+    failing = tmp_path / "failing-c++"
+    failing.write_text(
+        '#!/bin/sh\nif [ "$1" = --version ]; then echo fake 1.0; exit 0; fi\n'
+        "echo 'error: no' >&2\nexit 1\n"
+    )
+    failing.chmod(failing.stat().st_mode | stat.S_IEXEC)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("AOAFFM_NATIVE_CACHE", str(cache))
+    monkeypatch.setenv("CXX", str(failing))
+    with pytest.raises(native.NativeBuildError, match="error: no"):
+        native.build()
+    assert list(cache.iterdir()) == []
+    monkeypatch.setitem(native._state, "tried", False)
+    monkeypatch.setitem(native._state, "library", None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert native.library() is None
+    assert any("PyTorch compositions" in str(w.message) for w in caught)
+    model = _model("aoaffm")
+    output = model(_ids())  # the PyTorch path
+    output.sum().backward()
+    assert model.embedding.table.weight.grad is not None
+    assert native.usable(model.embedding.table.weight) is False
