@@ -427,9 +427,11 @@ class _AttentionInteraction(Function):
     def forward(ctx, table, weight, bias, score, pair_weights, ids, left, right, field_aware):
         batch = ids.shape[0]
         pairs = native.pair_products(table, ids, left, right, field_aware)  # [B * P, K]
-        hidden = torch.addmm(bias, pairs, weight.t())  # W P + b, before ReLU: [B * P, t]
-        alpha, weights, pooled = native.attention_forward(hidden, pairs, score, pair_weights, batch)
-        ctx.save_for_backward(table, weight, score, pair_weights, ids, left, right)
+        hidden = pairs @ weight.t()  # W P: [B * P, t]; the kernels add b
+        alpha, weights, pooled = native.attention_forward(
+            hidden, bias, pairs, score, pair_weights, batch
+        )
+        ctx.save_for_backward(table, weight, bias, score, pair_weights, ids, left, right)
         ctx.buffers = pairs, hidden, alpha, weights  # hidden is overwritten by the backward
         ctx.field_aware = field_aware
         return pooled
@@ -438,12 +440,12 @@ class _AttentionInteraction(Function):
     def backward(ctx, grad):
         if ctx.buffers is None:
             raise RuntimeError("attention_interaction's backward runs once (no retain_graph)")
-        table, weight, score, pair_weights, ids, left, right = ctx.saved_tensors
+        table, weight, bias, score, pair_weights, ids, left, right = ctx.saved_tensors
         pairs, hidden, alpha, weights = ctx.buffers
         ctx.buffers = None
         grad = grad.contiguous()
         grad_score, grad_bias, grad_q = native.attention_backward(
-            hidden, pairs, score, pair_weights, alpha, grad
+            hidden, bias, pairs, score, pair_weights, alpha, grad
         )
         masked = hidden  # now ∂(W P + b), with h folded in
         grad_weight = masked.t() @ pairs  # [t, K]

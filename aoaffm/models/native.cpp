@@ -62,6 +62,26 @@ inline float dot_impl(const float* __restrict__ a, const float* __restrict__ b, 
 
 inline float dot(const float* a, const float* b, idx size) { return dot_impl<false>(a, b, size); }
 
+// Σ_t h[t] · max(x[t] + c[t], 0) in 16 interleaved partial sums (the attention score).
+inline float relu_score(const float* __restrict__ h, const float* __restrict__ x,
+                        const float* __restrict__ c, idx size) {
+  float lanes[16] = {0.0f};
+  idx t = 0;
+  for (; t + 16 <= size; t += 16) {
+    for (int j = 0; j < 16; ++j) {
+      const float pre = x[t + j] + c[t + j];
+      lanes[j] += h[t + j] * (pre > 0.0f ? pre : 0.0f);
+    }
+  }
+  float sum = 0.0f;
+  for (; t < size; ++t) {
+    const float pre = x[t] + c[t];
+    sum += h[t] * (pre > 0.0f ? pre : 0.0f);
+  }
+  for (int j = 0; j < 16; ++j) sum += lanes[j];
+  return sum;
+}
+
 // What both table-gradient kernels need to compute each gradient row whole: the pair index
 // of every field pair (a, f), the occurrences (b * F + a) of each distinct feature in sample
 // order (a counting sort of `local`), and where each feature's rows start in the output.
@@ -146,6 +166,15 @@ void adagrad_dense(float* weight, float* sum, const float* grad, idx count, floa
     const float total = sum[k] + square;
     sum[k] = total;
     weight[k] = std::fma(grad[k] / (std::sqrt(total) + eps), neg_lr, weight[k]);
+  }
+}
+
+// adagrad_dense on n tensors in one call (the attention layer's W, b, h, p, Q and the bias).
+void adagrad_dense_many(idx n, float* const* weights, float* const* sums,
+                        const float* const* grads, const idx* counts, const float* neg_lr,
+                        const float* eps, int threads) {
+  for (idx i = 0; i < n; ++i) {
+    adagrad_dense(weights[i], sums[i], grads[i], counts[i], neg_lr[i], eps[i], threads);
   }
 }
 
@@ -351,12 +380,14 @@ idx pair_products(const float* table, const idx* ids, const idx* left, const idx
   return -1;
 }
 
-// Eq. 4/5 after the attention layer's matrix product: hidden = W P_r + b [B * P, t] (not yet
-// through ReLU). Per sample: s_r = h · ReLU(hidden_r), α = softmax(s), weights = q ⊙ α (or
-// α), pooled = Σ_r weights_r P_r.
-void attention_forward(const float* hidden, const float* pairs, const float* score,
-                       const float* pair_weights, idx batch, idx n_pairs, idx size, idx att,
-                       float* alpha, float* weights, float* pooled, int threads) {
+// Eq. 4/5 after the attention layer's matrix product: hidden = W P_r [B * P, t] (its bias b
+// is added here, sparing the matrix product a pass that copies b into its output). Per
+// sample: s_r = h · ReLU(hidden_r + b), α = softmax(s), weights = q ⊙ α (or α),
+// pooled = Σ_r weights_r P_r.
+void attention_forward(const float* hidden, const float* bias, const float* pairs,
+                       const float* score, const float* pair_weights, idx batch, idx n_pairs,
+                       idx size, idx att, float* alpha, float* weights, float* pooled,
+                       int threads) {
 #pragma omp parallel num_threads(threads) if (batch * n_pairs * (size + att) >= 32768)
   {
     std::vector<float> s(n_pairs);
@@ -364,7 +395,7 @@ void attention_forward(const float* hidden, const float* pairs, const float* sco
     for (idx b = 0; b < batch; ++b) {
       float top = -INFINITY;
       for (idx p = 0; p < n_pairs; ++p) {
-        const float sum = dot_impl<true>(score, hidden + (b * n_pairs + p) * att, att);
+        const float sum = relu_score(score, hidden + (b * n_pairs + p) * att, bias, att);
         s[p] = sum;
         top = std::max(top, sum);
       }
@@ -392,12 +423,13 @@ void attention_forward(const float* hidden, const float* pairs, const float* sco
 }
 
 // The backward of attention_forward given g = ∂pooled [B, K]: overwrites hidden with
-// ∂(W P_r + b) = 1[hidden > 0] ⊙ h ∂s_r (the factor both remaining products need), and
+// ∂(W P_r + b) = 1[hidden + b > 0] ⊙ h ∂s_r (the factor both remaining products need), and
 // writes ∂h, ∂b ([t]) and ∂q ([P], when pair_weights is not null). With
 // ∂weights_r = P_r · g_b: ∂q_r = Σ_b ∂weights_r α_r, ∂α_r = q_r ∂weights_r, and softmax's
 // ∂s_r = α_r (∂α_r - Σ α ∂α). Per-thread partial sums of ∂h, ∂b, ∂q are added in thread order.
-void attention_backward(float* hidden, const float* pairs, const float* score,
-                        const float* pair_weights, const float* alpha, const float* grad,
+void attention_backward(float* hidden, const float* bias, const float* pairs,
+                        const float* score, const float* pair_weights, const float* alpha,
+                        const float* grad,
                         idx batch, idx n_pairs, idx size, idx att, float* grad_score,
                         float* grad_bias, float* grad_pair_weights, int threads) {
   const int team = (batch * n_pairs * (size + att) >= 32768) ? threads : 1;
@@ -432,7 +464,7 @@ void attention_backward(float* hidden, const float* pairs, const float* score,
         float* __restrict__ x = hidden + (b * n_pairs + p) * att;
         const float ds = std::fabs(d_s[p]) >= FLT_MIN ? d_s[p] : 0.0f;  // no denormals
         for (idx t = 0; t < att; ++t) {
-          const float pre = x[t];
+          const float pre = x[t] + bias[t];
           const bool on = pre > 0.0f;
           d_score[t] += on ? ds * pre : 0.0f;
           const float m = on ? ds * score[t] : 0.0f;

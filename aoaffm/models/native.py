@@ -60,7 +60,7 @@ _F = ctypes.c_float
 _T = ctypes.c_int
 _SIGNATURES = {
     "adagrad_rows": (_T, [_P, _P, _P, _P, _I, _I, _F, _F, _T]),
-    "adagrad_dense": (None, [_P, _P, _P, _I, _F, _F, _T]),
+    "adagrad_dense_many": (None, [_I, _P, _P, _P, _P, _P, _P, _T]),
     "unique_ids": (_I, [_P, _I, _I, _P, _P, _P]),
     "fm_forward": (_I, [_P, _P, _P, _I, _I, _I, _I, _P, _P, _P, _T]),
     "fm_backward": (None, [_P, _P, _P, _P, _P, _P, _I, _I, _I, _I, _P, _P, _T]),
@@ -69,8 +69,8 @@ _SIGNATURES = {
     "linear_forward": (_I, [_P, _P, _I, _I, _I, _P]),
     "ffm_train_step": (_I, [_P] * 10 + [_I] * 5 + [_P] * 4 + [_T]),
     "pair_products": (_I, [_P, _P, _P, _P, _I, _I, _I, _I, _I, _T, _P, _T]),
-    "attention_forward": (None, [_P, _P, _P, _P, _I, _I, _I, _I, _P, _P, _P, _T]),
-    "attention_backward": (None, [_P, _P, _P, _P, _P, _P, _I, _I, _I, _I, _P, _P, _P, _T]),
+    "attention_forward": (None, [_P, _P, _P, _P, _P, _I, _I, _I, _I, _P, _P, _P, _T]),
+    "attention_backward": (None, [_P, _P, _P, _P, _P, _P, _P, _I, _I, _I, _I, _P, _P, _P, _T]),
     "attention_table_backward": (
         _I,
         [_P, _P, _P, _P, _I, _P, _P, _P, _P, _P, _I, _I, _I, _I, _T, _P, _P, _T],
@@ -246,10 +246,16 @@ def adagrad_rows(weight, state_sum, rows, grad, lr: float, eps: float) -> bool:
     )
 
 
-def adagrad_dense(weight, state_sum, grad, lr: float, eps: float) -> None:
-    """Adagrad's update of every element of ``weight`` (contiguous) with a dense ``grad``."""
-    library().adagrad_dense(
-        _ptr(weight), _ptr(state_sum), _ptr(grad.contiguous()), weight.numel(), -lr, eps,
+def adagrad_dense_many(weights, state_sums, grads, learning_rates, eps) -> None:
+    """``adagrad_dense`` on each (weight, sum, grad, lr, eps) in one call."""
+    n = len(weights)
+    grads = [g.contiguous() for g in grads]
+    pointers = [
+        (ctypes.c_void_p * n)(*[_ptr(t) for t in ts]) for ts in (weights, state_sums, grads)
+    ]
+    library().adagrad_dense_many(
+        n, *pointers, (ctypes.c_int64 * n)(*[w.numel() for w in weights]),
+        (ctypes.c_float * n)(*[-lr for lr in learning_rates]), (ctypes.c_float * n)(*eps),
         torch.get_num_threads(),
     )  # fmt: skip
 
@@ -407,29 +413,29 @@ def pair_products(table, ids, left, right, field_aware: bool):
     return out
 
 
-def attention_forward(hidden, pairs, score, pair_weights, batch: int):
-    """(α [B, P], q ⊙ α [B, P], pooled [B, K]) from the attention layer's pre-ReLU output
-    ``hidden`` [B * P, t] and the pair products [B * P, K]."""
+def attention_forward(hidden, bias, pairs, score, pair_weights, batch: int):
+    """(α [B, P], q ⊙ α [B, P], pooled [B, K]) from the attention layer's product
+    ``hidden`` = P Wᵀ [B * P, t] (bias not yet added) and the pair products [B * P, K]."""
     n_pairs, size, att = pairs.shape[0] // batch, pairs.shape[1], hidden.shape[1]
     alpha = pairs.new_empty(batch, n_pairs)
     weights = pairs.new_empty(batch, n_pairs)
     pooled = pairs.new_empty(batch, size)
     library().attention_forward(
-        _ptr(hidden), _ptr(pairs), _ptr(score), _ptr(pair_weights), batch, n_pairs, size, att,
+        _ptr(hidden), _ptr(bias), _ptr(pairs), _ptr(score), _ptr(pair_weights), batch, n_pairs, size, att,
         _ptr(alpha), _ptr(weights), _ptr(pooled), torch.get_num_threads(),
     )  # fmt: skip
     return alpha, weights, pooled
 
 
-def attention_backward(hidden, pairs, score, pair_weights, alpha, grad):
-    """Overwrites ``hidden`` with ∂(W P + b) (ReLU's mask times h ∂s); returns (∂h, ∂b, ∂q or
-    None)."""
+def attention_backward(hidden, bias, pairs, score, pair_weights, alpha, grad):
+    """Overwrites ``hidden`` (P Wᵀ) with ∂(W P + b) (ReLU's mask times h ∂s); returns (∂h, ∂b,
+    ∂q or None)."""
     batch, size = grad.shape
     n_pairs, att = alpha.shape[1], hidden.shape[1]
     grad_score, grad_bias = hidden.new_empty(att), hidden.new_empty(att)
     grad_q = None if pair_weights is None else hidden.new_empty(n_pairs)
     library().attention_backward(
-        _ptr(hidden), _ptr(pairs), _ptr(score), _ptr(pair_weights), _ptr(alpha),
+        _ptr(hidden), _ptr(bias), _ptr(pairs), _ptr(score), _ptr(pair_weights), _ptr(alpha),
         _ptr(grad.contiguous()), batch, n_pairs, size, att, _ptr(grad_score), _ptr(grad_bias),
         _ptr(grad_q), torch.get_num_threads(),
     )  # fmt: skip

@@ -32,6 +32,7 @@ class SparseAdagrad(torch.optim.Adagrad):
             with torch.enable_grad():
                 loss = closure()
         hidden = []
+        dense = []  # (param, group): dense gradients for the C++ update, all in one call
         deferred = False  # dense gradients left for torch's own step
         for group in self.param_groups:
             for param in group["params"]:
@@ -40,13 +41,22 @@ class SparseAdagrad(torch.optim.Adagrad):
                 if param.grad.is_sparse:
                     self._sparse_step(param, group)
                 elif self._native_dense(param, group):
-                    native.adagrad_dense(param, self.state[param]["sum"], self._signed(param, group),
-                                         self.step_learning_rate(param, group), group["eps"])  # fmt: skip
+                    dense.append((param, group))
                 else:
                     deferred = True
                     continue
                 hidden.append((param, param.grad))
-                param.grad = None  # torch's step below then sees only what is left
+        if dense:
+            torch._foreach_add_([self.state[p]["step"] for p, _ in dense], 1)  # as torch counts
+            native.adagrad_dense_many(
+                [p for p, _ in dense],
+                [self.state[p]["sum"] for p, _ in dense],
+                [-p.grad if g["maximize"] else p.grad for p, g in dense],
+                [self._learning_rate(p, g) for p, g in dense],
+                [g["eps"] for _, g in dense],
+            )
+        for param, _ in hidden:
+            param.grad = None  # torch's step below then sees only what is left
         try:
             if deferred:
                 super().step()
@@ -74,16 +84,17 @@ class SparseAdagrad(torch.optim.Adagrad):
             and native.usable(param, param.grad)
         )
 
-    @staticmethod
-    def _signed(param: torch.Tensor, group: dict) -> torch.Tensor:
-        return -param.grad if group["maximize"] else param.grad
-
     def step_learning_rate(self, param: torch.Tensor, group: dict) -> float:
         """Count a step of ``param`` in its state as torch does; its decayed learning rate.
         (Public for ``aoaffm.train.fused``, which updates the parameters itself.)"""
-        state = self.state[param]
-        state["step"] += 1
-        return group["lr"] / (1 + (float(state["step"]) - 1) * group["lr_decay"])
+        self.state[param]["step"] += 1
+        return self._learning_rate(param, group)
+
+    def _learning_rate(self, param: torch.Tensor, group: dict) -> float:
+        """The learning rate of ``param``'s step just counted: lr / (1 + (step - 1) lr_decay)."""
+        if group["lr_decay"] == 0:  # the trainer's case: no need to read the step back
+            return group["lr"]
+        return group["lr"] / (1 + (float(self.state[param]["step"]) - 1) * group["lr_decay"])
 
     def _sparse_step(self, param: torch.Tensor, group: dict) -> None:
         if group["weight_decay"] != 0:
