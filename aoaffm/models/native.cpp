@@ -34,6 +34,18 @@ inline void slice_of(idx size, int thread, int threads, idx& begin, idx& end) {
   end = std::min(size, begin + chunk);
 }
 
+// Ask for a row's cache lines ahead of use: rows are 1 KB jumps through tables of tens of
+// MB, too far apart for the hardware prefetcher to guess.
+inline void prefetch_row(const float* row, idx size, bool for_write = false) {
+  for (idx k = 0; k < size; k += 16) {
+    if (for_write) {
+      __builtin_prefetch(row + k, 1);
+    } else {
+      __builtin_prefetch(row + k, 0);
+    }
+  }
+}
+
 // Index of the first id outside [0, limit), or -1.
 idx first_bad_id(const idx* ids, idx count, idx limit) {
   for (idx i = 0; i < count; ++i) {
@@ -89,6 +101,7 @@ inline float relu_score(const float* __restrict__ h, const float* __restrict__ x
 // NOT (a one-hot feature's own field gets no row); otherwise one row (when F > 1).
 struct RowPlan {
   std::vector<idx> pair_of, start, occurrences, first_row;
+  std::vector<idx> sample_of, field_of;  // occurrence o is field field_of[o] of sample_of[o]
 
   RowPlan(const idx* local, idx n_unique, idx batch, idx fields, const idx* left,
           const idx* right, idx pairs, bool field_aware)
@@ -105,6 +118,12 @@ struct RowPlan {
     for (idx u = 0; u < n_unique; ++u) start[u + 1] += start[u];
     std::vector<idx> next(start.begin(), start.end() - 1);
     for (idx i = 0; i < count; ++i) occurrences[next[local[i]]++] = i;
+    sample_of.resize(count);  // integer division once here, not in the kernels' inner loops
+    field_of.resize(count);
+    for (idx o = 0; o < count; ++o) {
+      sample_of[o] = occurrences[o] / fields;
+      field_of[o] = occurrences[o] % fields;
+    }
     std::vector<uint8_t> seen(fields);
     for (idx u = 0; u < n_unique; ++u) {
       idx rows = fields > 1 ? 1 : 0;
@@ -112,7 +131,7 @@ struct RowPlan {
         std::fill(seen.begin(), seen.end(), 0);
         idx distinct = 0;
         for (idx o = start[u]; o < start[u + 1]; ++o) {
-          uint8_t& c = seen[occurrences[o] % fields];
+          uint8_t& c = seen[field_of[o]];
           distinct += (c == 0);
           c = 1;
         }
@@ -147,6 +166,10 @@ int adagrad_rows(float* weight, float* sum, const idx* rows, const float* grad, 
     float* w = weight + rows[i] * size;
     float* s = sum + rows[i] * size;
     const float* g = grad + i * size;
+    if (i + 1 < n) {
+      prefetch_row(weight + rows[i + 1] * size, size, true);
+      prefetch_row(sum + rows[i + 1] * size, size, true);
+    }
     for (idx k = 0; k < size; ++k) {
       const float square = g[k] * g[k];
       const float total = s[k] + square;
@@ -282,6 +305,11 @@ idx ffm_forward(const float* table, const idx* ids, const idx* left, const idx* 
     float sum = 0.0f;
     for (idx p = 0; p < pairs; ++p) {
       const idx a = left[p], c = right[p];
+      if (p + 1 < pairs) {
+        const idx a1 = left[p + 1], c1 = right[p + 1];
+        prefetch_row(table + (id[a1] * fields + c1) * size, size);
+        prefetch_row(table + (id[c1] * fields + a1) * size, size);
+      }
       const float d = dot(table + (id[a] * fields + c) * size, table + (id[c] * fields + a) * size,
                           size);
       if (sum_pairs) {
@@ -308,16 +336,23 @@ idx ffm_backward(const float* table, const idx* ids, const idx* local, const idx
                  idx grad_sample, idx grad_pair, idx batch, idx fields, idx pairs, idx size,
                  idx* rows_out, float* block, int threads) {
   const RowPlan plan(local, n_unique, batch, fields, left, right, pairs, true);
-  const idx *start = plan.start.data(), *occurrences = plan.occurrences.data();
-  const idx *pair_of = plan.pair_of.data(), *first_row = plan.first_row.data();
+  const idx *start = plan.start.data(), *sample_of = plan.sample_of.data();
+  const idx *field_of = plan.field_of.data(), *pair_of = plan.pair_of.data();
+  const idx* first_row = plan.first_row.data();
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 8) if (n_unique * size >= 4096)
   for (idx u = 0; u < n_unique; ++u) {
     idx r = first_row[u];
     for (idx f = 0; f < fields; ++f) {
       float* __restrict__ out = block + r * size;
       bool any = false;
+      if (f + 1 < fields) {  // the next row's partners, while this one is summed
+        for (idx o = start[u]; o < start[u + 1]; ++o) {
+          const idx b = sample_of[o], a = field_of[o];
+          prefetch_row(table + (ids[b * fields + f + 1] * fields + a) * size, size);
+        }
+      }
       for (idx o = start[u]; o < start[u + 1]; ++o) {
-        const idx b = occurrences[o] / fields, a = occurrences[o] % fields;
+        const idx b = sample_of[o], a = field_of[o];
         if (a == f) continue;
         const float g = grad[b * grad_sample + pair_of[a * fields + f] * grad_pair];
         const float* __restrict__ partner = table + (ids[b * fields + f] * fields + a) * size;
@@ -371,6 +406,11 @@ idx pair_products(const float* table, const idx* ids, const idx* left, const idx
     const idx* id = ids + b * fields;
     for (idx p = 0; p < pairs; ++p) {
       const idx a = left[p], c = right[p];
+      if (field_aware && p + 1 < pairs) {  // feature rows repeat within a sample; these don't
+        const idx a1 = left[p + 1], c1 = right[p + 1];
+        prefetch_row(table + (id[a1] * fields + c1) * size, size);
+        prefetch_row(table + (id[c1] * fields + a1) * size, size);
+      }
       const float* __restrict__ va = table + (field_aware ? id[a] * fields + c : id[a]) * size;
       const float* __restrict__ vc = table + (field_aware ? id[c] * fields + a : id[c]) * size;
       float* __restrict__ o = out + (b * pairs + p) * size;
@@ -504,8 +544,9 @@ idx attention_table_backward(const float* table, const idx* ids, const idx* loca
                              idx batch, idx fields, idx pairs, idx size, int field_aware,
                              idx* rows_out, float* block, int threads) {
   const RowPlan plan(local, n_unique, batch, fields, left, right, pairs, field_aware);
-  const idx *start = plan.start.data(), *occurrences = plan.occurrences.data();
-  const idx *pair_of = plan.pair_of.data(), *first_row = plan.first_row.data();
+  const idx *start = plan.start.data(), *sample_of = plan.sample_of.data();
+  const idx *field_of = plan.field_of.data(), *pair_of = plan.pair_of.data();
+  const idx* first_row = plan.first_row.data();
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 8) if (n_unique * size >= 4096)
   for (idx u = 0; u < n_unique; ++u) {
     idx r = first_row[u];
@@ -513,8 +554,14 @@ idx attention_table_backward(const float* table, const idx* ids, const idx* loca
     for (idx f_out = 0; f_out < n_out; ++f_out) {
       float* __restrict__ out = block + r * size;
       bool any = false;
+      if (field_aware && f_out + 1 < fields) {  // the next row's partners (as ffm_backward)
+        for (idx o = start[u]; o < start[u + 1]; ++o) {
+          const idx b = sample_of[o], a = field_of[o];
+          prefetch_row(table + (ids[b * fields + f_out + 1] * fields + a) * size, size);
+        }
+      }
       for (idx o = start[u]; o < start[u + 1]; ++o) {
-        const idx b = occurrences[o] / fields, a = occurrences[o] % fields;
+        const idx b = sample_of[o], a = field_of[o];
         const float* __restrict__ g = grad + b * size;
         for (idx f = field_aware ? f_out : 0; f < (field_aware ? f_out + 1 : fields); ++f) {
           if (f == a) continue;

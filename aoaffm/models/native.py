@@ -383,19 +383,17 @@ def ffm_train_step(tensors, states, ids, labels, left, right, learning_rates, ep
     batch, fields = ids.shape
     table = tensors[0]
     n_features = table.shape[0] // fields
-    for tensor in (*tensors, *states):
-        _ptr(tensor)  # contiguity
-    neg_lr = torch.tensor([-lr for lr in learning_rates], dtype=torch.float32)
-    eps = torch.tensor(list(eps), dtype=torch.float32)
-    loss = torch.empty(1)
+    neg_lr = (ctypes.c_float * 3)(*[-lr for lr in learning_rates])
+    loss = ctypes.c_float()
     bad = library().ffm_train_step(
         _ptr(table), _ptr(states[0]), _ptr(tensors[1]), _ptr(states[1]), _ptr(tensors[2]),
         _ptr(states[2]), _ptr(ids), _ptr(labels.contiguous()), _ptr(_ids(left)),
         _ptr(_ids(right)), n_features, batch, fields, left.numel(), table.shape[1],
-        _ptr(neg_lr), _ptr(eps), _ptr(_marks(n_features)), _ptr(loss), torch.get_num_threads(),
+        neg_lr, (ctypes.c_float * 3)(*eps), _ptr(_marks(n_features)), ctypes.byref(loss),
+        torch.get_num_threads(),
     )  # fmt: skip
     _check_ids(bad, ids, n_features, "field-aware table")
-    return float(loss)
+    return loss.value
 
 
 def pair_products(table, ids, left, right, field_aware: bool):

@@ -54,7 +54,8 @@ def fused_ffm_step(model: nn.Module, optimizer: torch.optim.Optimizer) -> Step |
         if not model.training:
             raise RuntimeError("the fused FFM step trains: call model.train() first")
         states = [optimizer.state[p]["sum"] for p in params]
-        rates = [optimizer.step_learning_rate(p, g) for p, g in zip(params, groups, strict=True)]
+        torch._foreach_add_([optimizer.state[p]["step"] for p in params], 1)  # as torch counts
+        rates = [optimizer.learning_rate(p, g) for p, g in zip(params, groups, strict=True)]
         with torch.no_grad():
             return native.ffm_train_step(
                 params,

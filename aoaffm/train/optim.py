@@ -52,7 +52,7 @@ class SparseAdagrad(torch.optim.Adagrad):
                 [p for p, _ in dense],
                 [self.state[p]["sum"] for p, _ in dense],
                 [-p.grad if g["maximize"] else p.grad for p, g in dense],
-                [self._learning_rate(p, g) for p, g in dense],
+                [self.learning_rate(p, g) for p, g in dense],
                 [g["eps"] for _, g in dense],
             )
         for param, _ in hidden:
@@ -84,14 +84,10 @@ class SparseAdagrad(torch.optim.Adagrad):
             and native.usable(param, param.grad)
         )
 
-    def step_learning_rate(self, param: torch.Tensor, group: dict) -> float:
-        """Count a step of ``param`` in its state as torch does; its decayed learning rate.
-        (Public for ``aoaffm.train.fused``, which updates the parameters itself.)"""
-        self.state[param]["step"] += 1
-        return self._learning_rate(param, group)
-
-    def _learning_rate(self, param: torch.Tensor, group: dict) -> float:
-        """The learning rate of ``param``'s step just counted: lr / (1 + (step - 1) lr_decay)."""
+    def learning_rate(self, param: torch.Tensor, group: dict) -> float:
+        """The learning rate of ``param``'s step just counted: lr / (1 + (step - 1) lr_decay).
+        (Public for ``aoaffm.train.fused``, which counts the step and updates the parameters
+        itself.)"""
         if group["lr_decay"] == 0:  # the trainer's case: no need to read the step back
             return group["lr"]
         return group["lr"] / (1 + (float(self.state[param]["step"]) - 1) * group["lr_decay"])
@@ -100,7 +96,8 @@ class SparseAdagrad(torch.optim.Adagrad):
         if group["weight_decay"] != 0:
             raise RuntimeError("weight_decay option is not compatible with sparse gradients")
         state = self.state[param]
-        lr = self.step_learning_rate(param, group)
+        state["step"] += 1
+        lr = self.learning_rate(param, group)
         grad = param.grad
         if native.usable(param, state["sum"], grad) and param.is_contiguous():
             values = -grad._values() if group["maximize"] else grad._values()
