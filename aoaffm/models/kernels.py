@@ -205,17 +205,30 @@ def field_aware_rows(ids: torch.Tensor, fields: torch.Tensor, partners: torch.Te
 class _FieldAwarePairProducts(Function):
     @staticmethod
     def forward(ctx, table, ids, left, right, sparse):
+        ctx.table_shape, ctx.sparse = table.shape, sparse
+        ctx.native = native.usable(table)
+        if ctx.native:  # FFM with dropout or batch norm: the C++ gather and gradient rows
+            ctx.save_for_backward(table, ids, left, right)
+            products = native.pair_products(table, ids, left, right, True)
+            return products.view(ids.shape[0], left.numel(), table.shape[1])
         # both sides in one lookup: v_{i_a, f_b} (field a looks at b), then v_{i_b, f_a}
         rows = field_aware_rows(ids, torch.cat([left, right]), torch.cat([right, left]))
         gathered = table.index_select(0, rows.reshape(-1))
         gathered = gathered.view(ids.shape[0], 2, left.numel(), table.shape[1])
         ctx.save_for_backward(gathered, ids, left, right)
-        ctx.table_shape = table.shape
-        ctx.sparse = sparse
         return gathered[:, 0] * gathered[:, 1]
 
     @staticmethod
     def backward(ctx, grad):
+        if ctx.native:
+            table, ids, left, right = ctx.saved_tensors
+            features, local = native.unique_ids(ids, ctx.table_shape[0] // ids.shape[1])
+            rows, values = native.pair_products_backward(
+                table, ids, local, features, left, right, grad.reshape(-1, grad.shape[-1]), True
+            )
+            if not ctx.sparse:
+                return table.new_zeros(ctx.table_shape).index_copy_(0, rows, values), *[None] * 4
+            return _coalesced(rows, values, ctx.table_shape), None, None, None, None
         gathered, ids, left, right = ctx.saved_tensors
         sides = ((left, right, grad * gathered[:, 1]), (right, left, grad * gathered[:, 0]))
         return table_gradient(sides, ids, ctx.table_shape, ctx.sparse), None, None, None, None
@@ -452,8 +465,8 @@ class _AttentionInteraction(Function):
         grad_pairs = masked @ weight  # [B * P, K]
         n_features = table.shape[0] // ids.shape[1] if ctx.field_aware else table.shape[0]
         features, local = native.unique_ids(ids, n_features)
-        rows, block = native.attention_table_backward(
-            table, ids, local, features, left, right, grad_pairs, weights, grad, ctx.field_aware
+        rows, block = native.pair_products_backward(
+            table, ids, local, features, left, right, grad_pairs, ctx.field_aware, weights, grad
         )
         grad_table = _coalesced(rows, block, table.shape)
         return grad_table, grad_weight, grad_bias, grad_score, grad_q, None, None, None, None

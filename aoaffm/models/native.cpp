@@ -532,18 +532,20 @@ void attention_backward(float* hidden, const float* bias, const float* pairs,
   }
 }
 
-// The embedding table's gradient for the attention models, one row at a time (as
-// ffm_backward). The gradient of pair (b, p)'s product is d = grad_pairs[b, p] + weights[b,
-// p] g_b (the attention network's part plus the pooling's). Field-aware: row (u, f) sums, over
-// the occurrences (b, a) of u with a != f, d(b, pair(a, f)) ⊙ v_{ids[b, f], a}. Plain: row u
-// sums, over its occurrences (b, a) and every other field f, d(b, pair(a, f)) ⊙ v_{ids[b, f]}.
-// Writes rows_out (ascending) and block [R, K]; returns R.
-idx attention_table_backward(const float* table, const idx* ids, const idx* local,
-                             const idx* features, idx n_unique, const idx* left, const idx* right,
-                             const float* grad_pairs, const float* weights, const float* grad,
-                             idx batch, idx fields, idx pairs, idx size, int field_aware,
-                             idx* rows_out, float* block, int threads) {
+// The embedding table's gradient of the pair products (pair_products' backward), one row at a
+// time (as ffm_backward). The gradient of pair (b, p)'s product is d = grad_pairs[b, p], plus
+// weights[b, p] g_b for the attention models (the pooling's part; weights and grad null
+// otherwise). Field-aware: row (u, f) sums, over the occurrences (b, a) of u with a != f,
+// d(b, pair(a, f)) ⊙ v_{ids[b, f], a}. Plain: row u sums, over its occurrences (b, a) and every
+// other field f, d(b, pair(a, f)) ⊙ v_{ids[b, f]}. Writes rows_out (ascending) and block
+// [R, K]; returns R.
+idx pair_products_backward(const float* table, const idx* ids, const idx* local,
+                           const idx* features, idx n_unique, const idx* left, const idx* right,
+                           const float* grad_pairs, const float* weights, const float* grad,
+                           idx batch, idx fields, idx pairs, idx size, int field_aware,
+                           idx* rows_out, float* block, int threads) {
   const RowPlan plan(local, n_unique, batch, fields, left, right, pairs, field_aware);
+  const bool pooled = weights != nullptr && grad != nullptr;
   const idx *start = plan.start.data(), *sample_of = plan.sample_of.data();
   const idx *field_of = plan.field_of.data(), *pair_of = plan.pair_of.data();
   const idx* first_row = plan.first_row.data();
@@ -562,20 +564,26 @@ idx attention_table_backward(const float* table, const idx* ids, const idx* loca
       }
       for (idx o = start[u]; o < start[u + 1]; ++o) {
         const idx b = sample_of[o], a = field_of[o];
-        const float* __restrict__ g = grad + b * size;
         for (idx f = field_aware ? f_out : 0; f < (field_aware ? f_out + 1 : fields); ++f) {
           if (f == a) continue;
           const idx p = pair_of[a * fields + f];
-          const float w = weights[b * pairs + p];
           const float* __restrict__ d = grad_pairs + (b * pairs + p) * size;
           const float* __restrict__ partner =
               table + (field_aware ? ids[b * fields + f] * fields + a : ids[b * fields + f]) * size;
-          if (!any) {
-            for (idx k = 0; k < size; ++k) out[k] = (d[k] + w * g[k]) * partner[k];
-            any = true;
+          if (pooled) {
+            const float w = weights[b * pairs + p];
+            const float* __restrict__ g = grad + b * size;
+            if (!any) {
+              for (idx k = 0; k < size; ++k) out[k] = (d[k] + w * g[k]) * partner[k];
+            } else {
+              for (idx k = 0; k < size; ++k) out[k] += (d[k] + w * g[k]) * partner[k];
+            }
+          } else if (!any) {
+            for (idx k = 0; k < size; ++k) out[k] = d[k] * partner[k];
           } else {
-            for (idx k = 0; k < size; ++k) out[k] += (d[k] + w * g[k]) * partner[k];
+            for (idx k = 0; k < size; ++k) out[k] += d[k] * partner[k];
           }
+          any = true;
         }
       }
       if (any) rows_out[r++] = field_aware ? features[u] * fields + f_out : features[u];

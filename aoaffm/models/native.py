@@ -71,7 +71,7 @@ _SIGNATURES = {
     "pair_products": (_I, [_P, _P, _P, _P, _I, _I, _I, _I, _I, _T, _P, _T]),
     "attention_forward": (None, [_P, _P, _P, _P, _P, _I, _I, _I, _I, _P, _P, _P, _T]),
     "attention_backward": (None, [_P, _P, _P, _P, _P, _P, _P, _I, _I, _I, _I, _P, _P, _P, _T]),
-    "attention_table_backward": (
+    "pair_products_backward": (
         _I,
         [_P, _P, _P, _P, _I, _P, _P, _P, _P, _P, _I, _I, _I, _I, _T, _P, _P, _T],
     ),
@@ -440,19 +440,21 @@ def attention_backward(hidden, bias, pairs, score, pair_weights, alpha, grad):
     return grad_score, grad_bias, grad_q
 
 
-def attention_table_backward(table, ids, local, features, left, right, grad_pairs, weights, grad,
-                             field_aware: bool):  # fmt: skip
-    """The attention models' table gradient as (rows ascending, block [R, K])."""
+def pair_products_backward(table, ids, local, features, left, right, grad_pairs, field_aware,
+                           weights=None, grad=None):  # fmt: skip
+    """The table gradient of ``pair_products`` as (rows ascending, block [R, K]) from the
+    products' gradient [B * P, K]; for the attention models also the pooling's part
+    ``weights`` [B, P] ⊗ ``grad`` [B, K]."""
     ids, local = _ids(ids), _ids(local)
     batch, fields = ids.shape
     size = table.shape[1]
     n_out = features.numel() * (fields if field_aware else 1)
     rows = torch.empty(n_out, dtype=torch.int64)
     block = table.new_empty(n_out, size)
-    count = library().attention_table_backward(
+    count = library().pair_products_backward(
         _ptr(table), _ptr(ids), _ptr(local), _ptr(features.contiguous()), features.numel(),
-        _ptr(_ids(left)), _ptr(_ids(right)), _ptr(grad_pairs), _ptr(weights),
-        _ptr(grad.contiguous()), batch, fields, left.numel(), size, int(field_aware), _ptr(rows),
-        _ptr(block), torch.get_num_threads(),
+        _ptr(_ids(left)), _ptr(_ids(right)), _ptr(grad_pairs.contiguous()), _ptr(weights),
+        _ptr(None if grad is None else grad.contiguous()), batch, fields, left.numel(), size,
+        int(field_aware), _ptr(rows), _ptr(block), torch.get_num_threads(),
     )  # fmt: skip
     return rows[:count], block[:count]
