@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from aoaffm.models import create, native
+from aoaffm.models.layers import Dropout
 from aoaffm.train.config import TrainConfig
 from aoaffm.train.fused import fused_ffm_step
 from aoaffm.train.loop import build_optimizer, sparse_parameters, training_step
@@ -56,6 +57,11 @@ def _model(name, seed=3, **hparams):
     return model.train()
 
 
+def _torch_mask(shape, keep):
+    """nn.Dropout's own mask (same RNG use), so that both paths drop the same units."""
+    return torch.empty(shape).bernoulli_(keep).div_(keep)
+
+
 def _run(model, ids, seed=9):
     model.zero_grad(set_to_none=True)
     torch.manual_seed(seed)  # the same dropout masks in both runs
@@ -73,7 +79,8 @@ def _run(model, ids, seed=9):
 @pytest.mark.parametrize("name", ["fm", "ffm", "afm", "aoafm", "affm", "aoaffm"])
 @pytest.mark.parametrize("one_field_each", [True, False], ids=["one-hot", "shared-feature"])
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
-def test_models_match_their_pytorch_compositions(name, one_field_each, dropout):
+def test_models_match_their_pytorch_compositions(name, one_field_each, dropout, monkeypatch):
+    monkeypatch.setattr(native, "dropout_mask", _torch_mask)  # the C++ masks are tested below
     model = _model(name, dropout=dropout)
     ids = _ids(seed=1, one_field_each=one_field_each)
     fused = _run(model, ids)
@@ -86,9 +93,10 @@ def test_models_match_their_pytorch_compositions(name, one_field_each, dropout):
 
 
 @pytest.mark.parametrize("name", ["ffm", "affm", "aoaffm"])
-def test_field_aware_products_with_values_and_batch_norm_match(name):
+def test_field_aware_products_with_values_and_batch_norm_match(name, monkeypatch):
     """The C++ field-aware pair products under what the attention node does not cover:
     feature values and batch norm (FFM's dropout/batch-norm path, the values path)."""
+    monkeypatch.setattr(native, "dropout_mask", _torch_mask)
     model = _model(name, dropout=0.2, batch_norm=True)
     ids = _ids(seed=3, one_field_each=False)
     values = torch.rand(BATCH, N_FIELDS, generator=torch.Generator().manual_seed(4)) + 0.5
@@ -165,6 +173,52 @@ def test_attention_backward_refuses_a_second_pass():
     output.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="runs once"):
         output.backward()
+
+
+# --------------------------------------------------------------------------- dropout
+
+
+def test_dropout_mask_keeps_the_right_share_scaled_and_is_seeded():
+    dropout = Dropout(0.4).train()
+    x = torch.ones(128, 45, 256)
+    torch.manual_seed(7)
+    first = dropout(x)
+    kept = first != 0
+    assert abs(kept.float().mean().item() - 0.6) < 0.003  # 1.47M draws: sd 0.0004
+    assert torch.equal(first[kept], torch.full((int(kept.sum()),), 1 / 0.6))
+    torch.manual_seed(7)
+    assert torch.equal(dropout(x), first)  # torch's seed fixes the mask
+    assert not torch.equal(dropout(x), first)  # and the next call draws another
+    # the units are independent: kept shares of neighbours and of the two halves agree
+    assert abs((kept[..., 1:] & kept[..., :-1]).float().mean().item() - 0.36) < 0.003
+
+
+def test_dropout_mask_does_not_depend_on_the_thread_count():
+    before = torch.get_num_threads()
+    masks = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            torch.manual_seed(3)
+            masks.append(native.dropout_mask((300, 700), 0.7))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(masks[0], masks[1])
+
+
+def test_dropout_gradient_is_the_mask_and_eval_or_p0_is_the_identity():
+    x = torch.randn(64, 32, requires_grad=True)
+    dropout = Dropout(0.5).train()
+    torch.manual_seed(2)
+    y = dropout(x)
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, (y.detach() != 0).float() * 2.0)
+    assert dropout.eval()(x) is x and Dropout(0.0).train()(x) is x
+    with native.enabled(False):  # torch's own dropout then
+        torch.manual_seed(2)
+        reference = torch.nn.Dropout(0.5).train()(x)
+        torch.manual_seed(2)
+        assert torch.equal(Dropout(0.5).train()(x), reference)
 
 
 # --------------------------------------------------------------------------- fused FFM step

@@ -26,6 +26,7 @@ from aoaffm.models.base import CTRModel, copy_parameter
 from aoaffm.models.factorization import FFM, FM
 from aoaffm.models.layers import (
     AttentionPooling,
+    Dropout,
     FeatureEmbedding,
     FieldAwareEmbedding,
     LinearPart,
@@ -75,7 +76,7 @@ class AttentionFM(CTRModel):
             embedding_size, attention_size, n_pairs, interaction_attention
         )
         self.norm = batch_norm_or_identity(embedding_size, batch_norm)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.prediction = nn.Parameter(torch.ones(embedding_size))  # p
 
     def forward(self, ids: torch.Tensor, values: torch.Tensor | None = None) -> torch.Tensor:

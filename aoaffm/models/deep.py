@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from aoaffm.models.base import CTRModel
-from aoaffm.models.layers import FeatureEmbedding, LinearPart, batch_norm_or_identity
+from aoaffm.models.layers import Dropout, FeatureEmbedding, LinearPart, batch_norm_or_identity
 
 WIDE_DEEP_HIDDEN = (1024, 512, 256)
 DEEPCROSS_HIDDEN = (512, 512, 256, 128, 64)
@@ -72,7 +72,7 @@ class WideDeep(_Deep):
                 nn.Linear(width, hidden),
                 batch_norm_or_identity(hidden, batch_norm),
                 nn.ReLU(),
-                nn.Dropout(dropout),
+                Dropout(dropout),
             ]
             width = hidden
         layers.append(nn.Linear(width, 1, bias=False))
@@ -103,7 +103,7 @@ class DeepCross(_Deep):
     def build(self, width, hidden_sizes, dropout, batch_norm):
         units: list[nn.Module] = []
         for hidden in hidden_sizes:
-            units += [ResidualUnit(width, hidden, batch_norm), nn.Dropout(dropout)]
+            units += [ResidualUnit(width, hidden, batch_norm), Dropout(dropout)]
         self.units = nn.Sequential(*units)
         self.output = nn.Linear(width, 1)
 

@@ -20,6 +20,7 @@ from torch import nn
 from aoaffm.models import kernels
 from aoaffm.models.base import CTRModel
 from aoaffm.models.layers import (
+    Dropout,
     FeatureEmbedding,
     FieldAwareEmbedding,
     LinearPart,
@@ -39,7 +40,7 @@ class _Factorization(CTRModel):
         )
         self.linear = LinearPart(n_features)
         self.norm = batch_norm_or_identity(normalized_size, batch_norm)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
 
 class FM(_Factorization):

@@ -62,6 +62,7 @@ _SIGNATURES = {
     "adagrad_rows": (_T, [_P, _P, _P, _P, _I, _I, _F, _F, _T]),
     "adagrad_dense_many": (None, [_I, _P, _P, _P, _P, _P, _P, _T]),
     "unique_ids": (_I, [_P, _I, _I, _P, _P, _P]),
+    "dropout_mask": (None, [_P, _I, ctypes.c_uint64, _F, _T]),
     "fm_forward": (_I, [_P, _P, _P, _I, _I, _I, _I, _P, _P, _P, _T]),
     "fm_backward": (None, [_P, _P, _P, _P, _P, _P, _I, _I, _I, _I, _P, _P, _T]),
     "ffm_forward": (_I, [_P, _P, _P, _P, _I, _I, _I, _I, _I, _T, _P, _T]),
@@ -258,6 +259,16 @@ def adagrad_dense_many(weights, state_sums, grads, learning_rates, eps) -> None:
         (ctypes.c_float * n)(*[-lr for lr in learning_rates]), (ctypes.c_float * n)(*eps),
         torch.get_num_threads(),
     )  # fmt: skip
+
+
+def dropout_mask(shape, keep: float) -> torch.Tensor:
+    """A float32 mask of ``shape``: 1 / keep with probability ``keep``, else 0. Its seed is one
+    number drawn from torch's default generator, so ``torch.manual_seed`` fixes the masks (and
+    a checkpoint's RNG state resumes them)."""
+    seed = int(torch.randint(0, 2**63 - 1, (), dtype=torch.int64))
+    mask = torch.empty(shape)
+    library().dropout_mask(_ptr(mask), mask.numel(), seed, keep, torch.get_num_threads())
+    return mask
 
 
 def _marks(n: int) -> torch.Tensor:
