@@ -189,7 +189,7 @@ def test_dropout_mask_keeps_the_right_share_scaled_and_is_seeded():
     torch.manual_seed(7)
     assert torch.equal(dropout(x), first)  # torch's seed fixes the mask
     assert not torch.equal(dropout(x), first)  # and the next call draws another
-    # the units are independent: kept shares of neighbours and of the two halves agree
+    # neighbouring units are kept independently: both kept with probability 0.6² = 0.36
     assert abs((kept[..., 1:] & kept[..., :-1]).float().mean().item() - 0.36) < 0.003
 
 
@@ -302,6 +302,8 @@ def test_training_step_fuses_only_without_penalty_autocast_or_values():
         assert calls == [1]
         training_step(model, optimizer)(ids, torch.ones(BATCH, N_FIELDS), labels)  # values
         training_step(model, optimizer, penalty=lambda: torch.zeros(()))(ids, None, labels)
+        bf16 = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
+        training_step(model, optimizer, autocast=bf16)(ids, None, labels)
         assert calls == [1]
     finally:
         native.ffm_train_step = original

@@ -127,3 +127,23 @@ def test_native_row_update_is_correctly_rounded_and_within_an_ulp_of_torch(size)
     ours, ours_sum = _one_sparse_step(SparseAdagrad, weight, rows, grad)
     assert torch.equal(ours_sum, reference_sum)
     torch.testing.assert_close(ours, reference, rtol=3e-7, atol=1e-9)
+
+
+def test_native_row_update_coalesces_rows_out_of_order_or_repeated():
+    if native.library() is None:
+        pytest.skip("no C++ compiler: the fused kernels are not built")
+    weight = torch.randn(10, 4, generator=torch.Generator().manual_seed(1))
+    values = torch.rand(4, 4, generator=torch.Generator().manual_seed(2))
+    rows = torch.tensor([7, 2, 7, 5])  # out of order, row 7 twice
+    results = []
+    for grad in (
+        torch.sparse_coo_tensor(rows.unsqueeze(0), values, weight.shape),
+        torch.sparse_coo_tensor(rows.unsqueeze(0), values, weight.shape).coalesce(),
+    ):
+        param = torch.nn.Parameter(weight.clone())
+        optimizer = SparseAdagrad([param], lr=0.05, initial_accumulator_value=1e-8)
+        param.grad = grad
+        optimizer.step()
+        results.append(param.detach())
+    assert torch.equal(results[0], results[1])
+    assert not torch.equal(results[0][7], weight[7]) and torch.equal(results[0][0], weight[0])

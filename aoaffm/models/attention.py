@@ -90,15 +90,12 @@ class AttentionFM(CTRModel):
         both in one node of C++ passes around torch's matrix products (same numbers up to
         float rounding: the tests compare the two)."""
         attention, embedding = self.attention, self.embedding
-        table = embedding.table.weight
-        dense = [attention.project.weight, attention.project.bias, attention.score]
-        if attention.pair_weights is not None:
-            dense.append(attention.pair_weights)
-        if values is None and native.usable(table, *dense):
+        table, q = embedding.table.weight, attention.pair_weights
+        layer = (attention.project.weight, attention.project.bias, attention.score)
+        if values is None and native.usable(table, *layer, *([] if q is None else [q])):
             return kernels.attention_interaction(
-                table, ids, embedding.left, embedding.right, self.field_aware, *dense[:3],
-                attention.pair_weights,
-            )  # fmt: skip
+                table, ids, embedding.left, embedding.right, self.field_aware, *layer, q
+            )
         return attention(embedding.pair_products(ids, values))
 
     def regularized_parameters(self) -> dict[str, list[nn.Parameter]]:

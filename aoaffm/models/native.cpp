@@ -46,6 +46,20 @@ inline void prefetch_row(const float* row, idx size, bool for_write = false) {
   }
 }
 
+// The field-aware row of the sample's feature in field a for interactions with field c
+// (v_{i_a, f_c}), in the flat [n * F, K] table.
+inline const float* field_aware_row(const float* table, const idx* id, idx a, idx c, idx fields,
+                                    idx size) {
+  return table + (id[a] * fields + c) * size;
+}
+
+// Prefetch both field-aware rows of the sample's pair (a, c), the next pair's while this one is
+// computed: those rows are random 1 KB jumps through the table.
+inline void prefetch_pair(const float* table, const idx* id, idx a, idx c, idx fields, idx size) {
+  prefetch_row(field_aware_row(table, id, a, c, fields, size), size);
+  prefetch_row(field_aware_row(table, id, c, a, fields, size), size);
+}
+
 // Index of the first id outside [0, limit), or -1.
 idx first_bad_id(const idx* ids, idx count, idx limit) {
   for (idx i = 0; i < count; ++i) {
@@ -246,6 +260,28 @@ idx unique_ids(const idx* ids, idx count, idx n, int32_t* mark, idx* features, i
   return n_unique;
 }
 
+// --------------------------------------------------------------------------- linear part
+
+// linear[b] = Σ_f w[ids[b, f]]; -1 or the first bad id's position.
+idx linear_forward(const float* weights, const idx* ids, idx n_rows, idx batch, idx fields,
+                   float* linear) {
+  const idx bad = first_bad_id(ids, batch * fields, n_rows);
+  if (bad >= 0) return bad;
+  for (idx b = 0; b < batch; ++b) {
+    float sum = weights[ids[b * fields]];
+    for (idx f = 1; f < fields; ++f) sum += weights[ids[b * fields + f]];
+    linear[b] = sum;
+  }
+  return -1;
+}
+
+// block[local[b, f]] += grad[b] over a zeroed block of n_unique rows.
+void linear_backward(const idx* local, const float* grad, idx batch, idx fields, idx n_unique,
+                     float* block) {
+  std::fill(block, block + n_unique, 0.0f);
+  for (idx i = 0; i < batch * fields; ++i) block[local[i]] += grad[i / fields];
+}
+
 // --------------------------------------------------------------------------- FM
 
 // total[b] = Σ_f v[ids[b, f]], interaction[b] = ½(total² - Σ_f v²), linear[b] = Σ_f w[ids].
@@ -286,9 +322,10 @@ idx fm_forward(const float* table, const float* linear_table, const idx* ids, id
 void fm_backward(const float* table, const idx* ids, const idx* local, const float* total,
                  const float* grad, const float* grad_linear, idx batch, idx fields, idx size,
                  idx n_block, float* block, float* linear_block, int threads) {
-  std::fill(linear_block, linear_block + n_block, 0.0f);
   if (grad_linear != nullptr) {
-    for (idx i = 0; i < batch * fields; ++i) linear_block[local[i]] += grad_linear[i / fields];
+    linear_backward(local, grad_linear, batch, fields, n_block, linear_block);
+  } else {
+    std::fill(linear_block, linear_block + n_block, 0.0f);
   }
 #pragma omp parallel num_threads(threads) if (size >= 32)
   {
@@ -324,13 +361,9 @@ idx ffm_forward(const float* table, const idx* ids, const idx* left, const idx* 
     float sum = 0.0f;
     for (idx p = 0; p < pairs; ++p) {
       const idx a = left[p], c = right[p];
-      if (p + 1 < pairs) {
-        const idx a1 = left[p + 1], c1 = right[p + 1];
-        prefetch_row(table + (id[a1] * fields + c1) * size, size);
-        prefetch_row(table + (id[c1] * fields + a1) * size, size);
-      }
-      const float d = dot(table + (id[a] * fields + c) * size, table + (id[c] * fields + a) * size,
-                          size);
+      if (p + 1 < pairs) prefetch_pair(table, id, left[p + 1], right[p + 1], fields, size);
+      const float d = dot(field_aware_row(table, id, a, c, fields, size),
+                          field_aware_row(table, id, c, a, fields, size), size);
       if (sum_pairs) {
         sum += d;
       } else {
@@ -388,28 +421,6 @@ idx ffm_backward(const float* table, const idx* ids, const idx* local, const idx
   return first_row[n_unique];
 }
 
-// --------------------------------------------------------------------------- linear part
-
-// linear[b] = Σ_f w[ids[b, f]]; -1 or the first bad id's position.
-idx linear_forward(const float* weights, const idx* ids, idx n_rows, idx batch, idx fields,
-                   float* linear) {
-  const idx bad = first_bad_id(ids, batch * fields, n_rows);
-  if (bad >= 0) return bad;
-  for (idx b = 0; b < batch; ++b) {
-    float sum = weights[ids[b * fields]];
-    for (idx f = 1; f < fields; ++f) sum += weights[ids[b * fields + f]];
-    linear[b] = sum;
-  }
-  return -1;
-}
-
-// block[local[b, f]] += grad[b] over a zeroed block of n_unique rows.
-void linear_backward(const idx* local, const float* grad, idx batch, idx fields, idx n_unique,
-                     float* block) {
-  std::fill(block, block + n_unique, 0.0f);
-  for (idx i = 0; i < batch * fields; ++i) block[local[i]] += grad[i / fields];
-}
-
 // --------------------------------------------------------------------------- attention
 
 // pairs[b * P + p] = v_a ⊙ v_c for the pairs (a, c) = (left[p], right[p]): with field_aware,
@@ -426,12 +437,12 @@ idx pair_products(const float* table, const idx* ids, const idx* left, const idx
     for (idx p = 0; p < pairs; ++p) {
       const idx a = left[p], c = right[p];
       if (field_aware && p + 1 < pairs) {  // feature rows repeat within a sample; these don't
-        const idx a1 = left[p + 1], c1 = right[p + 1];
-        prefetch_row(table + (id[a1] * fields + c1) * size, size);
-        prefetch_row(table + (id[c1] * fields + a1) * size, size);
+        prefetch_pair(table, id, left[p + 1], right[p + 1], fields, size);
       }
-      const float* __restrict__ va = table + (field_aware ? id[a] * fields + c : id[a]) * size;
-      const float* __restrict__ vc = table + (field_aware ? id[c] * fields + a : id[c]) * size;
+      const float* __restrict__ va =
+          field_aware ? field_aware_row(table, id, a, c, fields, size) : table + id[a] * size;
+      const float* __restrict__ vc =
+          field_aware ? field_aware_row(table, id, c, a, fields, size) : table + id[c] * size;
       float* __restrict__ o = out + (b * pairs + p) * size;
       for (idx k = 0; k < size; ++k) o[k] = va[k] * vc[k];
     }
@@ -628,17 +639,17 @@ idx ffm_train_step(float* table, float* table_sum, float* linear, float* linear_
                    int threads) {
   const idx bad = first_bad_id(ids, batch * fields, n_features);
   if (bad >= 0) return bad;
-  static thread_local std::vector<float> pred, grad, block, linear_block;
+  static thread_local std::vector<float> pred, lin, grad, block, linear_block;
   static thread_local std::vector<idx> features, local, rows;
   pred.resize(batch);
+  lin.resize(batch);
   grad.resize(batch);
   ffm_forward(table, ids, left, right, n_features, batch, fields, pairs, size, 1, pred.data(),
               threads);
+  linear_forward(linear, ids, n_features, batch, fields, lin.data());
   float half_sse = 0.0f, bias_grad = 0.0f;
   for (idx b = 0; b < batch; ++b) {
-    float lin = linear[ids[b * fields]];
-    for (idx f = 1; f < fields; ++f) lin += linear[ids[b * fields + f]];
-    grad[b] = ((bias[0] + lin) + pred[b]) - labels[b];
+    grad[b] = ((bias[0] + lin[b]) + pred[b]) - labels[b];
     half_sse += grad[b] * grad[b];
     bias_grad += grad[b];
   }

@@ -56,16 +56,9 @@ def fused_ffm_step(model: nn.Module, optimizer: torch.optim.Optimizer) -> Step |
         states = [optimizer.state[p]["sum"] for p in params]
         torch._foreach_add_([optimizer.state[p]["step"] for p in params], 1)  # as torch counts
         rates = [optimizer.learning_rate(p, g) for p, g in zip(params, groups, strict=True)]
-        with torch.no_grad():
-            return native.ffm_train_step(
-                params,
-                states,
-                ids,
-                labels,
-                embedding.left,
-                embedding.right,
-                rates,
-                [g["eps"] for g in groups],
-            )
+        eps = [g["eps"] for g in groups]
+        return native.ffm_train_step(
+            params, states, ids, labels, embedding.left, embedding.right, rates, eps
+        )
 
     return step

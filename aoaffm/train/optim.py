@@ -100,21 +100,23 @@ class SparseAdagrad(torch.optim.Adagrad):
         lr = self.learning_rate(param, group)
         grad = param.grad
         if native.usable(param, state["sum"], grad) and param.is_contiguous():
-            values = -grad._values() if group["maximize"] else grad._values()
-            # the kernel checks that the rows are strictly increasing (unique) first
-            if native.adagrad_rows(
-                param, state["sum"], grad._indices()[0], values, lr, group["eps"]
-            ):
-                return
+            # the kernel takes the rows as they come when strictly increasing (the fused
+            # kernels' gradients); otherwise it changes nothing and they are coalesced first
+            if not self._native_rows(param, grad, lr, group):
+                self._native_rows(param, grad.coalesce(), lr, group)
+            return
         rows, values = coalesced_rows(grad)
         if group["maximize"]:
             values = -values
-        if native.usable(param, state["sum"], values) and param.is_contiguous():
-            native.adagrad_rows(param, state["sum"], rows, values, lr, group["eps"])
-            return
         sums = state["sum"].index_select(0, rows).add_(values * values)
         state["sum"].index_copy_(0, rows, sums)
         param.index_add_(0, rows, values / sums.sqrt_().add_(group["eps"]), alpha=-lr)
+
+    def _native_rows(self, param: torch.Tensor, grad: torch.Tensor, lr: float, group: dict):
+        values = -grad._values() if group["maximize"] else grad._values()
+        return native.adagrad_rows(
+            param, self.state[param]["sum"], grad._indices()[0], values, lr, group["eps"]
+        )
 
 
 def coalesced_rows(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
