@@ -45,6 +45,7 @@ from aoaffm.config import load_config
 from aoaffm.experiments import GROUPS, build_model, plan, train_config
 from aoaffm.models import MODEL_NAMES, create
 from aoaffm.report.paper import TABLE1
+from aoaffm.train.allocator import keep_freed_memory
 
 # The paper's data shapes. Frappe's field sizes are those of NFM's preparation
 # (shared/datasets/README.md); MovieLens is 17,045 users, 23,743 movies, 49,657 tags (Table 1);
@@ -298,6 +299,8 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     torch.sparse.check_sparse_tensor_invariants.disable()  # as the trainer: said, not implied
     device = torch.device(args.device)
+    if device.type == "cpu":
+        keep_freed_memory()  # as the trainer on the CPU
     if device.type == "cuda" and not torch.cuda.is_available():
         print("gpu_check: no CUDA device here (use --device cpu --smoke)", file=sys.stderr)
         return 2

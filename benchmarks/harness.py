@@ -26,6 +26,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere, without an edita
     sys.path.insert(0, str(REPO))
 
 from aoaffm.train import TrainConfig  # noqa: E402
+from aoaffm.train.allocator import keep_freed_memory  # noqa: E402
 from aoaffm.train.loop import build_optimizer, sparse_parameters, training_step  # noqa: E402
 
 # --------------------------------------------------------------------------- batching
@@ -220,8 +221,12 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def env_threads(threads: int) -> None:
-    """Pin torch (and any BLAS it loads later) to ``threads`` threads."""
+def env_threads(threads: int, keep_freed: bool = True) -> None:
+    """Pin torch (and any BLAS it loads later) to ``threads`` threads, and keep freed memory
+    for reuse as the trainer does on the CPU (``aoaffm.train.allocator``; every side of a
+    comparison runs in this process, so all of them get it)."""
+    if keep_freed:
+        keep_freed_memory()
     torch.set_num_threads(threads)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(threads)

@@ -18,6 +18,10 @@ Floors, measured in the same run:
   large tensor copy: distinct features per batch × F × K × 4 bytes × 5 accesses (read the
   weights, write the gradient, read and write Adagrad's sum, write the weights).
 
+The process runs with the trainer's CPU malloc settings (``aoaffm.train.allocator``: freed
+blocks kept for reuse instead of faulted back in every step), which every side shares;
+``--default-malloc`` leaves glibc's defaults.
+
 Peak memory is the growth of the resident set (VmRSS -> VmHWM, Linux /proc) of a fresh
 child process from just before it builds the model to after ``--memory-steps`` steps;
 tracemalloc does not see torch's allocations.
@@ -137,7 +141,7 @@ def make_step(side: str, name: str, k: int, data, rows: Rows, args, *, bf16=Fals
 
 def _memory_child(queue, side, name, k, args) -> None:
     """In a fresh process: resident-set growth while building and training one model."""
-    env_threads(args.threads)
+    env_threads(args.threads, keep_freed=not args.default_malloc)
     warnings.simplefilter("ignore")
     data = load_processed(args.processed)
     rows = Rows.from_split(data.split("train"))
@@ -341,6 +345,12 @@ def parse_args(argv=None):
     parser.add_argument(
         "--bf16-steps", type=int, default=400, help="training steps before the bf16 RMSE comparison"
     )
+    parser.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="leave glibc's malloc thresholds as they are (default: the trainer's settings, "
+        "aoaffm.train.allocator, for every side)",
+    )
     parser.add_argument("--seed", type=int, default=2019)
     parser.add_argument(
         "--data",
@@ -368,7 +378,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    env_threads(args.threads)
+    env_threads(args.threads, keep_freed=not args.default_malloc)
     warnings.filterwarnings("ignore", message="Sparse invariant checks")
     torch.sparse.check_sparse_tensor_invariants.disable()
     data, workdir = frappe(args)

@@ -39,6 +39,7 @@ from tqdm import tqdm
 from aoaffm.io import read_json, write_json
 from aoaffm.metrics import sum_squared_error
 from aoaffm.train import distributed as dist_utils
+from aoaffm.train.allocator import keep_freed_memory
 from aoaffm.train.checkpoint import (
     capture_rng,
     check_resumable,
@@ -104,6 +105,8 @@ def train_model(
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     run_dir = Path(run_dir) if run_dir is not None else None
     device = resolve_device(config.device, dist_utils.local_rank_from_env())
+    if device.type == "cpu":
+        keep_freed_memory()  # a CPU step's large temporaries: no page faults step after step
     model_spec = dict(getattr(model, "spec", {}) or {})
     _check_data_fits_model(data, model_spec)
     ctx = dist_utils.init_distributed(device)
