@@ -13,10 +13,13 @@ Variants (cumulative):
   +C++ kernels    the fused CPU kernels of ``aoaffm.models.native`` (FM's and FFM's lookups,
                   dots and gradient rows, the attention models' pair products, scores,
                   softmax, pooling and gradient rows, the linear part, Adagrad's row update)
-  +fused FFM step FFM's whole step in one call (``aoaffm.train.fused``): the current code
+  +fused steps    FFM's whole step in one call, the attention models' without autograd
+                  (``aoaffm.train.fused``): the current code
 
 The switches are the kernels' own enable functions (patched per window), so every variant
-runs the same model object's code paths that the tests compare for equal results.
+runs the same model object's code paths that the tests compare for equal results. Every
+variant runs with the trainer's malloc settings (``aoaffm.train.allocator``, process-wide);
+``--default-malloc`` leaves glibc's defaults, to see what those settings buy.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ VARIANTS = (
     "+cpu kernels",
     "+SparseAdagrad",
     "+C++ kernels",
-    "+fused FFM step",
+    "+fused steps",
 )
 
 
@@ -93,8 +96,11 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=2019)
     parser.add_argument("--data", default=None, help="processed Frappe (default: rebuild)")
     parser.add_argument("--mirror", default=None)
+    parser.add_argument(
+        "--default-malloc", action="store_true", help="leave glibc's malloc thresholds as they are"
+    )
     args = parser.parse_args(argv)
-    env_threads(args.threads)
+    env_threads(args.threads, keep_freed=not args.default_malloc)
     warnings.filterwarnings("ignore", message="Sparse invariant checks")
     torch.sparse.check_sparse_tensor_invariants.disable()
     data, workdir = frappe(args)

@@ -2,7 +2,8 @@
 
 Every model's output and every parameter's gradient must match its PyTorch composition (the
 one the float64 tests of ``test_models_kernels`` check against autograd) to float32 rounding;
-the whole FFM step in one call must match the unfused step; the build must be cached,
+the fused whole steps (FFM in one call, the attention family without autograd) must match
+the unfused step; the build must be cached,
 atomic and fail softly; bad ids must fail with a message, not a crash.
 """
 
@@ -18,8 +19,9 @@ import torch
 from aoaffm.models import create, native
 from aoaffm.models.layers import Dropout
 from aoaffm.train.config import TrainConfig
-from aoaffm.train.fused import fused_ffm_step
+from aoaffm.train.fused import fused_attention_step, fused_ffm_step, fused_step
 from aoaffm.train.loop import build_optimizer, sparse_parameters, training_step
+from aoaffm.train.penalty import L2Penalty
 
 pytestmark = pytest.mark.filterwarnings("ignore:Sparse invariant checks")
 
@@ -230,6 +232,18 @@ def _ffm_and_optimizer(seed=3, **hparams):
     return model, build_optimizer(model, sparse_parameters(model), config)
 
 
+def _assert_same_training_state(fused, unfused, atol):
+    """Weights and Adagrad state after the same steps, fused and unfused (float rounding)."""
+    (weights, opt), (weights_ref, opt_ref) = fused, unfused
+    for key, value in weights_ref.items():
+        torch.testing.assert_close(weights[key], value, rtol=1e-5, atol=atol, msg=key)
+    for index, state in opt_ref["state"].items():
+        torch.testing.assert_close(
+            opt["state"][index]["sum"], state["sum"], rtol=1e-5, atol=atol / 10
+        )
+        assert torch.equal(opt["state"][index]["step"], state["step"])
+
+
 def test_fused_ffm_step_matches_the_unfused_step():
     gen = torch.Generator().manual_seed(8)
     batches = [
@@ -243,12 +257,7 @@ def test_fused_ffm_step_matches_the_unfused_step():
         for ids, labels in batches:
             step(ids, None, labels)
         states.append((model.state_dict(), optimizer.state_dict()))
-    (weights, opt), (weights_ref, opt_ref) = states
-    for key, value in weights_ref.items():
-        torch.testing.assert_close(weights[key], value, rtol=1e-5, atol=1e-7, msg=key)
-    for index, state in opt_ref["state"].items():
-        torch.testing.assert_close(opt["state"][index]["sum"], state["sum"], rtol=1e-5, atol=1e-9)
-        assert torch.equal(opt["state"][index]["step"], state["step"])
+    _assert_same_training_state(*states, atol=1e-7)
 
 
 def test_fused_ffm_step_returns_the_batch_loss_and_trains_only_in_train_mode():
@@ -289,6 +298,106 @@ def test_fused_ffm_step_only_where_it_computes_the_same(case):
     elif case == "missing parameter":
         optimizer.param_groups[1]["params"] = []
     assert fused_ffm_step(model, optimizer) is None
+
+
+def _attention_setup(name, seed=3, lambdas=(0.0, 0.0), **hparams):
+    model = _model(name, seed=seed, **hparams)
+    config = TrainConfig(learning_rate=0.05, batch_size=BATCH, epochs=1)
+    optimizer = build_optimizer(model, sparse_parameters(model), config)
+    groups = model.regularized_parameters()
+    terms = [
+        (strength, params)
+        for strength, params in zip(
+            lambdas, (groups["attention"], groups["interaction"]), strict=True
+        )
+        if strength > 0 and params
+    ]
+    return model, optimizer, (L2Penalty(terms) if terms else None)
+
+
+@pytest.mark.parametrize("name", ["afm", "aoafm", "affm", "aoaffm"])
+@pytest.mark.parametrize(
+    "dropout, lambdas, one_field_each",
+    [(0.0, (0.0, 0.0), True), (0.3, (0.4, 0.25), True), (0.3, (0.4, 0.25), False)],
+    ids=["plain", "dropout+penalty", "shared-feature"],
+)
+def test_fused_attention_step_matches_the_unfused_step(name, dropout, lambdas, one_field_each):
+    gen = torch.Generator().manual_seed(8)
+    batches = [
+        (
+            _ids(seed=20 + i, one_field_each=one_field_each),
+            torch.randint(0, 2, (BATCH,), generator=gen) * 2.0 - 1,
+        )
+        for i in range(5)
+    ]
+    states = []
+    for fuse in (True, False):
+        model, optimizer, penalty = _attention_setup(name, lambdas=lambdas, dropout=dropout)
+        assert fused_step(model, optimizer, penalty) is not None
+        step = training_step(model, optimizer, penalty=penalty, fuse=fuse)
+        torch.manual_seed(5)  # the same dropout masks in both runs
+        for ids, labels in batches:
+            step(ids, None, labels)
+        # the unfused step leaves gradients behind, the fused one computes none
+        assert any(p.grad is not None for p in model.parameters()) is not fuse
+        states.append((model.state_dict(), optimizer.state_dict()))
+    _assert_same_training_state(*states, atol=1e-6)
+
+
+def test_fused_attention_step_returns_the_loss_with_its_penalty():
+    model, optimizer, penalty = _attention_setup("aoaffm", lambdas=(0.4, 0.25))
+    step = fused_attention_step(model, optimizer, penalty)
+    ids, labels = _ids(seed=11), torch.ones(BATCH)
+    with torch.no_grad():
+        expected = 0.5 * (model(ids) - labels).square().sum() + penalty()
+    assert step(ids, labels) == pytest.approx(float(expected), rel=1e-5)
+    with pytest.raises(ValueError, match="ids must be"):
+        step(ids[:, :3], labels)
+    with pytest.raises(IndexError, match="feature id 99 at batch row 0, field 0"):
+        step(torch.cat([torch.full((1, N_FIELDS), 99), ids[1:]]), labels)
+    model.eval()
+    with pytest.raises(RuntimeError, match="model.train"):
+        step(ids, labels)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "batch_norm", "inplace dropout", "subclass", "other penalty", "penalty on p",
+        "weight decay", "maximize", "missing parameter",
+    ],
+)  # fmt: skip
+def test_fused_attention_step_only_where_it_computes_the_same(case):
+    model, optimizer, penalty = _attention_setup(
+        "aoaffm", lambdas=(0.4, 0.0), batch_norm=case == "batch_norm"
+    )
+    if case != "batch_norm":
+        assert fused_attention_step(model, optimizer, penalty) is not None  # until the change
+    if case == "inplace dropout":
+        model.dropout = Dropout(0.2, inplace=True)
+    elif case == "subclass":
+        model.__class__ = type("Variant", (type(model),), {})
+    elif case == "other penalty":
+        penalty = lambda: torch.zeros(())  # noqa: E731
+    elif case == "penalty on p":
+        penalty = L2Penalty([(0.1, [model.prediction])])
+    elif case == "weight decay":
+        optimizer.param_groups[1]["weight_decay"] = 0.1
+    elif case == "maximize":
+        optimizer.param_groups[0]["maximize"] = True
+    elif case == "missing parameter":
+        optimizer.param_groups[1]["params"] = optimizer.param_groups[1]["params"][:-1]
+    assert fused_attention_step(model, optimizer, penalty) is None
+    assert fused_step(model, optimizer, penalty) is None
+
+
+def test_fused_step_picks_by_model():
+    model, optimizer = _ffm_and_optimizer()
+    assert fused_step(model, optimizer) is not None
+    assert fused_step(model, optimizer, L2Penalty([(0.1, [model.linear.bias])])) is None
+    fm = _model("fm")
+    config = TrainConfig(learning_rate=0.05, batch_size=BATCH, epochs=1)
+    assert fused_step(fm, build_optimizer(fm, sparse_parameters(fm), config)) is None
 
 
 def test_training_step_fuses_only_without_penalty_autocast_or_values():

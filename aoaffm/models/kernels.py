@@ -36,6 +36,7 @@ for float64, autocast, values, other devices, and machines without a C++ compile
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import torch
 from torch.autograd import Function
@@ -435,40 +436,86 @@ def attention_pooling(
     return _AttentionPooling.apply(pairs.contiguous(), weight, bias, score, pair_weights)
 
 
+@dataclass
+class AttentionInteraction:
+    """What ``attention_interaction``'s backward needs from its forward: the inputs, the pair
+    products [B * P, K], the hidden layer P Wᵀ [B * P, t] (overwritten by the backward) and
+    α, q ⊙ α [B, P]."""
+
+    table: torch.Tensor
+    ids: torch.Tensor
+    left: torch.Tensor
+    right: torch.Tensor
+    field_aware: bool
+    weight: torch.Tensor
+    bias: torch.Tensor
+    score: torch.Tensor
+    pair_weights: torch.Tensor | None
+    pairs: torch.Tensor
+    hidden: torch.Tensor
+    alpha: torch.Tensor
+    weights: torch.Tensor
+
+
+def attention_interaction_forward(
+    table, ids, left, right, field_aware: bool, weight, bias, score, pair_weights
+) -> tuple[torch.Tensor, AttentionInteraction]:
+    """The pooled vector Σ_r q_r α_r P_r [B, K] and what its backward needs (no autograd:
+    ``attention_interaction`` wraps this, ``aoaffm.train.fused`` calls it directly)."""
+    pairs = native.pair_products(table, ids, left, right, field_aware)  # [B * P, K]
+    hidden = pairs @ weight.t()  # W P: [B * P, t]; the kernels add b
+    alpha, weights, pooled = native.attention_forward(
+        hidden, bias, pairs, score, pair_weights, ids.shape[0]
+    )
+    saved = AttentionInteraction(
+        table, ids, left, right, field_aware, weight, bias, score, pair_weights,
+        pairs, hidden, alpha, weights,
+    )  # fmt: skip
+    return pooled, saved
+
+
+def attention_interaction_backward(saved: AttentionInteraction, grad, distinct=None):
+    """Gradients of the pooled vector given ∂pooled [B, K]: (table rows ascending, their
+    gradient block [R, K], ∂W, ∂b, ∂h, ∂q or None). ``distinct`` = ``native.unique_ids`` of
+    the ids, when the caller has it already. Consumes ``saved.hidden``."""
+    grad = grad.contiguous()
+    grad_score, grad_bias, grad_q = native.attention_backward(
+        saved.hidden, saved.bias, saved.pairs, saved.score, saved.pair_weights, saved.alpha, grad
+    )
+    masked = saved.hidden  # now ∂(W P + b), with h folded in
+    grad_weight = masked.t() @ saved.pairs  # [t, K]
+    grad_pairs = masked @ saved.weight  # [B * P, K]
+    table, ids = saved.table, saved.ids
+    if distinct is None:
+        n_features = table.shape[0] // ids.shape[1] if saved.field_aware else table.shape[0]
+        distinct = native.unique_ids(ids, n_features)
+    features, local = distinct
+    rows, block = native.pair_products_backward(
+        table, ids, local, features, saved.left, saved.right, grad_pairs, saved.field_aware,
+        saved.weights, grad,
+    )  # fmt: skip
+    return rows, block, grad_weight, grad_bias, grad_score, grad_q
+
+
 class _AttentionInteraction(Function):
     @staticmethod
     def forward(ctx, table, weight, bias, score, pair_weights, ids, left, right, field_aware):
-        batch = ids.shape[0]
-        pairs = native.pair_products(table, ids, left, right, field_aware)  # [B * P, K]
-        hidden = pairs @ weight.t()  # W P: [B * P, t]; the kernels add b
-        alpha, weights, pooled = native.attention_forward(
-            hidden, bias, pairs, score, pair_weights, batch
+        pooled, ctx.saved = attention_interaction_forward(
+            table, ids, left, right, field_aware, weight, bias, score, pair_weights
         )
-        ctx.save_for_backward(table, weight, bias, score, pair_weights, ids, left, right)
-        ctx.buffers = pairs, hidden, alpha, weights  # hidden is overwritten by the backward
-        ctx.field_aware = field_aware
+        ctx.save_for_backward(table, weight, bias, score, pair_weights)
         return pooled
 
     @staticmethod
     def backward(ctx, grad):
-        if ctx.buffers is None:
+        if ctx.saved is None:
             raise RuntimeError("attention_interaction's backward runs once (no retain_graph)")
-        table, weight, bias, score, pair_weights, ids, left, right = ctx.saved_tensors
-        pairs, hidden, alpha, weights = ctx.buffers
-        ctx.buffers = None
-        grad = grad.contiguous()
-        grad_score, grad_bias, grad_q = native.attention_backward(
-            hidden, bias, pairs, score, pair_weights, alpha, grad
+        ctx.saved_tensors  # noqa: B018 - autograd's check that no input was changed in place
+        saved, ctx.saved = ctx.saved, None
+        rows, block, grad_weight, grad_bias, grad_score, grad_q = attention_interaction_backward(
+            saved, grad
         )
-        masked = hidden  # now ∂(W P + b), with h folded in
-        grad_weight = masked.t() @ pairs  # [t, K]
-        grad_pairs = masked @ weight  # [B * P, K]
-        n_features = table.shape[0] // ids.shape[1] if ctx.field_aware else table.shape[0]
-        features, local = native.unique_ids(ids, n_features)
-        rows, block = native.pair_products_backward(
-            table, ids, local, features, left, right, grad_pairs, ctx.field_aware, weights, grad
-        )
-        grad_table = _coalesced(rows, block, table.shape)
+        grad_table = _coalesced(rows, block, saved.table.shape)
         return grad_table, grad_weight, grad_bias, grad_score, grad_q, None, None, None, None
 
 

@@ -226,9 +226,15 @@ class Dropout(nn.Dropout):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
-        if 0 < self.p < 1 and not self.inplace and native.usable(x):
-            return x * native.dropout_mask(x.shape, 1.0 - self.p)
-        return super().forward(x)
+        mask = self.native_mask(x)
+        return x * mask if mask is not None else super().forward(x)
+
+    def native_mask(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The mask ``forward`` multiplies ``x`` by when C++ draws it (training, 0 < p < 1,
+        CPU float32), else None. (Public for ``aoaffm.train.fused``, which applies it itself.)"""
+        if self.training and 0 < self.p < 1 and not self.inplace and native.usable(x):
+            return native.dropout_mask(x.shape, 1.0 - self.p)
+        return None
 
 
 def batch_norm_or_identity(size: int, enabled: bool) -> nn.Module:

@@ -48,8 +48,9 @@ from aoaffm.train.checkpoint import (
     save_checkpoint,
 )
 from aoaffm.train.config import TrainConfig, resolve_device
-from aoaffm.train.fused import fused_ffm_step
+from aoaffm.train.fused import fused_step
 from aoaffm.train.optim import SparseAdagrad
+from aoaffm.train.penalty import L2Penalty
 from aoaffm.train.stopping import best_epoch, should_stop
 
 SPLITS = ("train", "validation", "test")
@@ -390,7 +391,7 @@ def training_step(
     optimizer: torch.optim.Optimizer,
     *,
     net: nn.Module | None = None,
-    penalty: Callable[[], torch.Tensor] | None = None,
+    penalty: L2Penalty | Callable[[], torch.Tensor] | None = None,
     autocast: Callable[[], Any] = nullcontext,
     ctx: dist_utils.DistributedContext | None = None,
     sparse_params: list[nn.Parameter] = (),
@@ -401,15 +402,15 @@ def training_step(
 
     Forward through ``net`` (``model``, or its DDP wrapper), ½ Σ (ŷ - y)² (+ ``penalty``),
     backward, the sparse gradients' all-reduce under DDP, Adagrad. Where it computes the same,
-    FFM's whole step runs as one C++ call instead (``aoaffm.train.fused``; ``fuse=False``
-    keeps it off, for the ablation benchmark).
+    FFM's and the attention models' whole steps run as C++ kernels without autograd instead
+    (``aoaffm.train.fused``; ``fuse=False`` keeps it off, for the ablation benchmark).
     """
     net = model if net is None else net
     world_size = 1 if ctx is None else ctx.world_size
     distributed = ctx is not None and ctx.enabled
     fused = None
-    if fuse and not distributed and penalty is None and autocast is nullcontext:
-        fused = fused_ffm_step(model, optimizer)
+    if fuse and not distributed and autocast is nullcontext:
+        fused = fused_step(model, optimizer, penalty)
 
     def step(ids: torch.Tensor, values: torch.Tensor | None, labels: torch.Tensor) -> None:
         if fused is not None and values is None:
@@ -451,7 +452,7 @@ def build_optimizer(
     )
 
 
-def _l2_penalty(model: nn.Module, config: TrainConfig) -> Callable[[], torch.Tensor] | None:
+def _l2_penalty(model: nn.Module, config: TrainConfig) -> L2Penalty | None:
     """λ1 * 0.5 * Σ‖W‖² + λ2 * 0.5 * Σ‖Q‖² (tf.nn.l2_loss convention), or None when zero."""
     groups = model.regularized_parameters() if hasattr(model, "regularized_parameters") else {}
     terms = [
@@ -462,15 +463,7 @@ def _l2_penalty(model: nn.Module, config: TrainConfig) -> Callable[[], torch.Ten
         )
         if strength > 0 and params
     ]
-    if not terms:
-        return None
-
-    def penalty() -> torch.Tensor:
-        return sum(
-            0.5 * strength * sum(p.square().sum() for p in params) for strength, params in terms
-        )
-
-    return penalty
+    return L2Penalty(terms) if terms else None
 
 
 def _dropout_seed(seed: int, rank: int) -> int:
