@@ -2,6 +2,7 @@
 time, in the order they were made, timed in alternating windows in one process.
 
     python benchmarks/ablation.py                 # fm, ffm, afm, aoaffm at K = 256, 2 threads
+    python benchmarks/ablation.py --dropout fm=0.4,ffm=0.4,afm=0.6,aoaffm=0.2   # Table 2's rates
 
 Variants (cumulative):
   autograd        the models' plain compositions (what ``aoaffm.models`` computed before the
@@ -64,7 +65,10 @@ def switches(variant: str):
 class Variant:
     def __init__(self, variant: str, name: str, k: int, data, rows: Rows, args):
         torch.manual_seed(args.seed)
-        model = create(name, data.n_features, data.n_fields, k, attention_size=args.attention_size)
+        model = create(
+            name, data.n_features, data.n_fields, k, attention_size=args.attention_size,
+            dropout=args.dropout.get(name, 0.0),
+        )  # fmt: skip
         self.step = OurStep(model, rows, args.batch_size, args.learning_rate, seed=args.seed)
         level = VARIANTS.index(variant)
         if level < 3:  # torch's Adagrad, same groups and settings
@@ -77,6 +81,14 @@ class Variant:
     def __call__(self) -> None:
         with switches(self.variant):
             self.step()
+
+
+def rates(text: str) -> dict[str, float]:
+    """``"fm=0.4,afm=0.6"`` -> {"fm": 0.4, "afm": 0.6}."""
+    try:
+        return {name: float(rate) for name, rate in (p.split("=") for p in text.split(",") if p)}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected model=rate,... got {text!r}") from None
 
 
 def main(argv=None) -> int:
@@ -99,6 +111,9 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--default-malloc", action="store_true", help="leave glibc's malloc thresholds as they are"
     )
+    parser.add_argument(
+        "--dropout", type=rates, default={}, help="per-model dropout, e.g. ffm=0.4,afm=0.6"
+    )
     args = parser.parse_args(argv)
     env_threads(args.threads, keep_freed=not args.default_malloc)
     warnings.filterwarnings("ignore", message="Sparse invariant checks")
@@ -106,8 +121,8 @@ def main(argv=None) -> int:
     data, workdir = frappe(args)
     rows = Rows.from_split(data.split("train"))
     print(
-        f"K = {args.k}, batch {args.batch_size}, {args.threads} threads; ms per step "
-        "(median window), speed-up over the first variant"
+        f"K = {args.k}, batch {args.batch_size}, {args.threads} threads, dropout "
+        f"{args.dropout or 'none'}; ms per step (median window), speed-up over the first variant"
     )
     print("\n| model | " + " | ".join(VARIANTS) + " |")
     print("| --- |" + " ---: |" * len(VARIANTS))

@@ -122,23 +122,22 @@ def test_ablation_short_run(repo_root, mirror_dir):
     done = run_script(
         repo_root,
         "benchmarks/ablation.py",
-        "--models", "fm,ffm",
+        "--models", "fm,aoaffm",
+        "--dropout", "aoaffm=0.2",
         "--k", "8",
         "--attention-size", "8",
         "--steps", "1",
         "--windows", "1",
         "--warmup", "1",
         "--threads", "1",
+        "--default-malloc",
         "--mirror", str(mirror_dir),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    rows = [
-        line
-        for line in done.stdout.splitlines()
-        if line.startswith("| ff") or line.startswith("| fm")
-    ]
+    assert "dropout {'aoaffm': 0.2}" in done.stdout
+    rows = [line for line in done.stdout.splitlines() if line.startswith(("| fm", "| aoaffm"))]
     header = next(line for line in done.stdout.splitlines() if line.startswith("| model"))
     variants = [cell.strip() for cell in header.strip("|").split("|")[1:]]
-    assert variants[0] == "autograd" and variants[-1] == "+fused FFM step"
+    assert variants[0] == "autograd" and variants[-1] == "+fused steps"
     # one speed-up cell per variant in each model's row
     assert len(rows) == 2 and all(row.count("x)") == len(variants) for row in rows)
