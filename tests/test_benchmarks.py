@@ -141,3 +141,21 @@ def test_ablation_short_run(repo_root, mirror_dir):
     assert variants[0] == "autograd" and variants[-1] == "+fused steps"
     # one speed-up cell per variant in each model's row
     assert len(rows) == 2 and all(row.count("x)") == len(variants) for row in rows)
+
+
+def test_page_faults_short_run(repo_root, mirror_dir):
+    done = run_script(
+        repo_root,
+        "benchmarks/page_faults.py",
+        "--models", "aoaffm",
+        "--k", "8",
+        "--attention-size", "8",
+        "--steps", "2",
+        "--warmup", "1",
+        "--repeats", "1",
+        "--threads", "1",
+        "--mirror", str(mirror_dir),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| aoaffm")]
+    assert [row.split("|")[2].strip() for row in rows] == ["trainer", "glibc default"]
