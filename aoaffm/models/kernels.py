@@ -29,8 +29,9 @@ On the CPU in float32, for one-hot rows, most of these run as C++ passes from
 ``aoaffm.models.native`` instead (FM's terms, FFM's dots and their gradient rows, the linear
 part, and for the attention family ``attention_interaction``: pair products, scores,
 softmax, pooling and the table's gradient rows in one autograd node around torch's matrix
-products). The PyTorch code here stays the reference they are tested against, and the path
-for float64, autocast, values, other devices, and machines without a C++ compiler.
+products, whose two halves ``aoaffm.train.fused`` also calls directly). The PyTorch code
+here stays the reference they are tested against, and the path for float64, autocast,
+values, other devices, and machines without a C++ compiler.
 """
 
 from __future__ import annotations
