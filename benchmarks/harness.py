@@ -9,6 +9,7 @@ applies) on rows picked by index from tensors already in memory.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import statistics
 import sys
@@ -219,6 +220,17 @@ def reset_peak_rss() -> bool:
         return True
     except OSError:
         return False
+
+
+def in_child(target: Callable, *args):
+    """``target(queue, *args)`` in a fresh spawned process; what it puts on the queue."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    child = context.Process(target=target, args=(queue, *args))
+    child.start()
+    result = queue.get(timeout=600)
+    child.join()
+    return result
 
 
 def env_threads(threads: int, keep_freed: bool = True) -> None:

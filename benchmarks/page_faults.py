@@ -13,18 +13,16 @@ per repeat so that a load change hits both.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import resource
 import statistics
 import sys
 import time
 import warnings
 
-from harness import OurStep, Rows, env_threads
-from throughput import frappe
+from harness import Rows, env_threads, in_child
+from throughput import frappe, make_step
 
 from aoaffm.data import load_processed
-from aoaffm.models import create
 
 SETTINGS = ("trainer", "glibc default")
 
@@ -33,8 +31,7 @@ def _child(queue, name, k, setting, args) -> None:
     env_threads(args.threads, keep_freed=setting == "trainer")
     warnings.simplefilter("ignore")
     data = load_processed(args.processed)
-    model = create(name, data.n_features, data.n_fields, k, attention_size=args.attention_size)
-    step = OurStep(model, Rows.from_split(data.split("train")), args.batch_size, 0.05, seed=1)
+    step = make_step("ours", name, k, data, Rows.from_split(data.split("train")), args)
     for _ in range(args.warmup):
         step()
     before, started = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
@@ -52,13 +49,7 @@ def _child(queue, name, k, setting, args) -> None:
 
 
 def measure(name, k, setting, args) -> dict:
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    child = context.Process(target=_child, args=(queue, name, k, setting, args))
-    child.start()
-    result = queue.get(timeout=600)
-    child.join()
-    return result
+    return in_child(_child, name, k, setting, args)
 
 
 def main(argv=None) -> int:
@@ -69,6 +60,7 @@ def main(argv=None) -> int:
     parser.add_argument("--k", type=int, default=256)
     parser.add_argument("--attention-size", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--learning-rate", type=float, default=0.05)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=20)

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import platform
 import sys
@@ -59,6 +58,7 @@ from harness import (
     copy_bandwidth,
     env_threads,
     field_aware_rows_touched,
+    in_child,
     median,
     reset_peak_rss,
     rss_bytes,
@@ -158,13 +158,7 @@ def _memory_child(queue, side, name, k, args) -> None:
 
 
 def peak_memory(side, name, k, args) -> int | None:
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    child = context.Process(target=_memory_child, args=(queue, side, name, k, args))
-    child.start()
-    result = queue.get(timeout=600)
-    child.join()
-    return result
+    return in_child(_memory_child, side, name, k, args)
 
 
 # --------------------------------------------------------------------------- one cell

@@ -304,15 +304,7 @@ def _attention_setup(name, seed=3, lambdas=(0.0, 0.0), **hparams):
     model = _model(name, seed=seed, **hparams)
     config = TrainConfig(learning_rate=0.05, batch_size=BATCH, epochs=1)
     optimizer = build_optimizer(model, sparse_parameters(model), config)
-    groups = model.regularized_parameters()
-    terms = [
-        (strength, params)
-        for strength, params in zip(
-            lambdas, (groups["attention"], groups["interaction"]), strict=True
-        )
-        if strength > 0 and params
-    ]
-    return model, optimizer, (L2Penalty(terms) if terms else None)
+    return model, optimizer, L2Penalty.for_model(model, *lambdas)
 
 
 @pytest.mark.parametrize("name", ["afm", "aoafm", "affm", "aoaffm"])

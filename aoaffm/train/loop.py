@@ -156,7 +156,9 @@ class _Trainer:
         }
         self.sparse_params = sparse_parameters(model)
         self.optimizer = build_optimizer(model, self.sparse_params, config)
-        self.penalty = _l2_penalty(model, config)
+        self.penalty = L2Penalty.for_model(
+            model, config.lambda_attention, config.lambda_interaction
+        )  # λ1 * 0.5 * Σ‖W‖² + λ2 * 0.5 * Σ‖Q‖², or None
         self.generator = torch.Generator()  # batch order; on the CPU so every device agrees
         self.history: list[dict[str, Any]] = []
         self.best_state: dict[str, torch.Tensor] | None = None
@@ -450,20 +452,6 @@ def build_optimizer(
     return SparseAdagrad(
         groups, lr=config.learning_rate, initial_accumulator_value=config.initial_accumulator
     )
-
-
-def _l2_penalty(model: nn.Module, config: TrainConfig) -> L2Penalty | None:
-    """λ1 * 0.5 * Σ‖W‖² + λ2 * 0.5 * Σ‖Q‖² (tf.nn.l2_loss convention), or None when zero."""
-    groups = model.regularized_parameters() if hasattr(model, "regularized_parameters") else {}
-    terms = [
-        (strength, params)
-        for strength, params in (
-            (config.lambda_attention, groups.get("attention", [])),
-            (config.lambda_interaction, groups.get("interaction", [])),
-        )
-        if strength > 0 and params
-    ]
-    return L2Penalty(terms) if terms else None
 
 
 def _dropout_seed(seed: int, rank: int) -> int:

@@ -16,6 +16,23 @@ class L2Penalty:
 
     terms: list[tuple[float, list[nn.Parameter]]]
 
+    @classmethod
+    def for_model(
+        cls, model: nn.Module, lambda_attention: float, lambda_interaction: float
+    ) -> L2Penalty | None:
+        """λ1 on the model's "attention" parameters (W), λ2 on its "interaction" ones (Q), from
+        ``model.regularized_parameters()``; None when nothing is penalised."""
+        groups = model.regularized_parameters() if hasattr(model, "regularized_parameters") else {}
+        terms = [
+            (strength, params)
+            for strength, params in (
+                (lambda_attention, groups.get("attention", [])),
+                (lambda_interaction, groups.get("interaction", [])),
+            )
+            if strength > 0 and params
+        ]
+        return cls(terms) if terms else None
+
     def __call__(self) -> torch.Tensor:
         return sum(
             0.5 * strength * sum(p.square().sum() for p in params)
