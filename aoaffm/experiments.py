@@ -40,6 +40,16 @@ class RunSpec:
     min_epochs: int
     patience: int
     initial_accumulator: float
+    stop_rule: str = "rises"
+    train_rmse_rows: int | None = None  # Figure 4's training RMSE on a sample (None: all rows)
+    eval_batch_size: int = 8192
+    # The processed data: (variant, negatives per positive, split fractions, sampling seed).
+    # Its content digest is checked where the run trains (aoaffm.train.loop.run_facts).
+    data: tuple = ()
+    # How the run executes: each changes the numbers (rounding, dropout masks, batch shards).
+    device: str = "cpu"  # the device type (cpu | cuda); which GPU of a kind does not matter
+    bf16: bool = False
+    world_size: int = 1  # processes of one DDP run (train.gpus)
     hidden_sizes: tuple | None = None  # Wide&Deep's MLP / DeepCross's residual units
     pretrained: str | None = None  # run id of the pretrain run this one starts from
     # Figure 3 memberships: ((param, value), ...); not part of the run's identity.
@@ -70,6 +80,52 @@ class RunSpec:
         return Path(runs_root) / "pretrain" / self.dataset / self.pretrained
 
 
+# Every setting that reaches the data, a model or the trainer (params.yaml's model / train /
+# data / datasets / tuned keys and TrainConfig's fields), and what a run's identity does with
+# it. tests/test_identity.py fails when a setting appears without an entry here.
+IDENTITY = "in the identity: another value is another run"
+SETTING_DECISIONS = {
+    # the model
+    "embedding_size": IDENTITY,
+    "attention_size": IDENTITY,
+    "dropout": IDENTITY,
+    "lambda": IDENTITY,
+    "lambda_attention": IDENTITY + " (as lambda, for the attention models)",
+    "lambda_interaction": IDENTITY + " (as lambda, for the attention models)",
+    "batch_norm": IDENTITY,
+    "hidden_sizes": IDENTITY,
+    # the optimisation
+    "seed": IDENTITY + " (the run's seed; the data's sampling seed is part of data)",
+    "learning_rate": IDENTITY,
+    "batch_size": IDENTITY,
+    "epochs": IDENTITY,
+    "min_epochs": IDENTITY,
+    "patience": IDENTITY,
+    "stop_rule": IDENTITY,
+    "initial_accumulator": IDENTITY,
+    "train_rmse_rows": IDENTITY + " (it changes the recorded training RMSE)",
+    "eval_batch_size": IDENTITY + " (batched products may round differently)",
+    "clip": "fixed: train_config always clips to the label range, as the AFM code",
+    # how it executes
+    "device": IDENTITY + " (its type: CPU and CUDA round differently and draw other "
+    "dropout masks; which GPU of one machine does not matter)",
+    "bf16": IDENTITY,
+    "gpus": IDENTITY + " (as world_size: DDP shards every batch across processes)",
+    # the data
+    "frappe": IDENTITY + " (the variant, in data)",
+    "movielens": IDENTITY + " (the variant, in data)",
+    "criteo": IDENTITY + " (the variant, in data)",
+    "negatives_per_positive": IDENTITY + " (in data)",
+    "split": IDENTITY + " (in data)",
+    "mirror": "no effect: where the files come from; their checksums are verified, and the "
+    "processed arrays' digest is checked by the trainer (run_facts)",
+}
+# Not settings but facts of the machine, checked where a run trains (aoaffm.train.loop.
+# run_facts): the processed data's content digest, and whether the C++ CPU kernels or torch
+# compute the steps (AOAFFM_NATIVE, a compiler). The thread count changes nothing: the
+# kernels' and torch's products are tested to give the same bits on 1 and 2 threads.
+
+
 def _settings(
     cfg: dict,
     dataset: str,
@@ -93,7 +149,21 @@ def _settings(
         s["dropout"] = 0.0
     train = cfg["train"]
     hidden = cfg["model"].get("hidden_sizes", {}).get(model)
+    data = cfg["data"]
+    eval_batch_size = cfg.get("datasets", {}).get(dataset, {}).get("eval_batch_size")
     return {
+        "stop_rule": str(train.get("stop_rule", "rises")),
+        "train_rmse_rows": train.get("train_rmse_rows"),
+        "eval_batch_size": int(eval_batch_size or train["eval_batch_size"]),
+        "data": (
+            str(data[dataset]["source"]),
+            int(data["negatives_per_positive"]),
+            tuple(float(f) for f in data["split"]),
+            int(cfg["seed"]),
+        ),
+        "device": device_type(train["device"]),
+        "bf16": bool(train["bf16"]),
+        "world_size": int(train["gpus"]),
         "hidden_sizes": tuple(hidden) if hidden else None,
         "seed": seed,
         "embedding_size": int(s["embedding_size"]),
@@ -108,6 +178,15 @@ def _settings(
         "patience": int(train["patience"]),
         "initial_accumulator": float(train["initial_accumulator"]),
     }
+
+
+def device_type(device: str) -> str:
+    """The type of device a run trains on: ``auto`` resolves as the trainer resolves it."""
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(device).partition(":")[0]
 
 
 def _run(cfg, group, dataset, model, *, seed, sweep=None) -> RunSpec:
@@ -243,12 +322,11 @@ def train_config(spec: RunSpec, cfg: dict):
         lambda_attention=spec.lambda_ if is_attention else 0.0,
         lambda_interaction=spec.lambda_ if is_attention else 0.0,
         seed=spec.seed,
-        device=str(cfg["train"]["device"]),
-        bf16=bool(cfg["train"]["bf16"]),
-        eval_batch_size=int(
-            cfg.get("datasets", {}).get(spec.dataset, {}).get("eval_batch_size")
-            or cfg["train"]["eval_batch_size"]
-        ),
+        device=str(cfg["train"]["device"]),  # its type is spec.device (resolved the same way)
+        bf16=spec.bf16,
+        eval_batch_size=spec.eval_batch_size,
+        stop_rule=spec.stop_rule,
+        train_rmse_rows=spec.train_rmse_rows,
     )
 
 
@@ -290,9 +368,12 @@ def run_group(
     Runs are resumable (the trainer checkpoints each epoch), so an interrupted stage picks up
     where it stopped instead of starting over.
     """
+    import os
     import shutil
 
     from tqdm import tqdm
+
+    from aoaffm.config import ConfigError
 
     from aoaffm.data import load_processed
     from aoaffm.train import train_model
@@ -306,7 +387,13 @@ def run_group(
             if stale.is_dir() and stale.name not in planned:
                 shutil.rmtree(stale)
     # Fail before any training on a missing pretrained model or a bad setting.
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
     for spec in runs:
+        if spec.world_size != world_size:
+            raise ConfigError(
+                f"{spec.run_id}: planned for {spec.world_size} process(es) (train.gpus) but "
+                f"running in {world_size}; launch it through stages/train.py"
+            )
         if (
             spec.pretrained is not None
             and not (spec.pretrained_dir(runs_root) / "model.pt").is_file()

@@ -25,6 +25,7 @@ from .errors import DataError
 from .processed import (
     SPLITS,
     built_summary,
+    content_digest,
     dataset_meta,
     field_layout,
     split_sizes,
@@ -241,6 +242,7 @@ def build_dataset(
             seed=seed,
             sources=provenance(paths, registry),
             format_version=FORMAT_VERSION,
+            content_digest=content_digest(tmp),
             **built,
         )
         write_json(tmp / "meta.json", meta)  # last: its presence marks a complete build

@@ -4,6 +4,8 @@ optional float32 values, and one ``meta.json``; plus the writers the builders sh
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +64,15 @@ class ProcessedDataset:
     @property
     def n_fields(self) -> int:
         return int(self.meta["fields"])
+
+    @property
+    def digest(self) -> str:
+        """The content digest of the arrays (written at build time), which runs record."""
+        if "content_digest" in self.meta:
+            return str(self.meta["content_digest"])
+        # a build older than the digest: its meta.json stands in (sources, seed, counts)
+        encoded = json.dumps(self.meta, sort_keys=True).encode()
+        return "meta-sha256:" + hashlib.sha256(encoded).hexdigest()
 
     @property
     def field_names(self) -> list[str]:
@@ -201,6 +212,17 @@ def built_summary(
         "negatives": int(sum(split_rows.values()) - positives),
         **extra,
     }
+
+
+def content_digest(folder: Path) -> str:
+    """sha256 over the folder's split arrays (names and bytes, in name order)."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(folder).glob("*.npy")):
+        digest.update(path.name.encode() + b"\0")
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 22):
+                digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
 
 
 def write_arrays(

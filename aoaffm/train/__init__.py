@@ -3,10 +3,11 @@ with the AFM/NFM code's choices where the paper is silent; see ``aoaffm.train.lo
 ``optim``: Adagrad's sparse step, ``fused``: FFM's whole step in one C++ call)."""
 
 from aoaffm.train.config import TrainConfig, resolve_device
-from aoaffm.train.loop import TrainingDiverged, seed_everything, train_model
+from aoaffm.train.loop import RunMismatch, TrainingDiverged, seed_everything, train_model
 from aoaffm.train.stopping import best_epoch, should_stop
 
 __all__ = [
+    "RunMismatch",
     "TrainConfig",
     "TrainingDiverged",
     "best_epoch",

@@ -30,6 +30,8 @@ RESUME_INVARIANT_SETTINGS = (
     "seed",
     "bf16",
     "clip",
+    "stop_rule",
+    "train_rmse_rows",
 )
 
 

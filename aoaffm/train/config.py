@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from aoaffm.train.stopping import STOP_RULES
+
 DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
 
 
@@ -21,7 +23,9 @@ class TrainConfig:
     code). ``lambda_attention`` (λ1) weighs L2 on the attention network's W, ``lambda_interaction``
     (λ2) on the interaction-level weights Q. ``seed`` fixes batch order and dropout (the caller
     seeds initialisation, see ``seed_everything``). ``clip`` bounds predictions to [-1, 1] before
-    RMSE, as the AFM/NFM code does.
+    RMSE, as the AFM/NFM code does. ``stop_rule`` is ``"rises"`` (the AFM code's) or
+    ``"plateau"`` (see ``aoaffm.train.stopping``). ``train_rmse_rows``: the per-epoch training
+    RMSE (Figure 4) on this many training rows drawn once with ``seed``; None: all of them.
     """
 
     learning_rate: float
@@ -37,6 +41,8 @@ class TrainConfig:
     bf16: bool = False
     eval_batch_size: int = 8192
     clip: bool = True
+    stop_rule: str = "rises"
+    train_rmse_rows: int | None = None
 
     def __post_init__(self) -> None:
         _require_number("learning_rate", self.learning_rate, "a finite number > 0", positive=True)
@@ -49,6 +55,10 @@ class TrainConfig:
         _require_number("lambda_interaction", self.lambda_interaction, "a finite number >= 0")
         _require_int("seed", self.seed, 0)
         _require_int("eval_batch_size", self.eval_batch_size, 1)
+        if self.stop_rule not in STOP_RULES:
+            _fail("stop_rule", self.stop_rule, f"one of {list(STOP_RULES)}")
+        if self.train_rmse_rows is not None:
+            _require_int("train_rmse_rows", self.train_rmse_rows, 1)
         for name in ("bf16", "clip"):
             if not isinstance(getattr(self, name), bool):
                 _fail(name, getattr(self, name), "true or false")

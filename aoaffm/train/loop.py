@@ -59,6 +59,11 @@ HISTORY_FILE = "history.json"
 MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.json"
 DVCLIVE_DIR = "dvclive"
+TRAIN_RMSE_SPLIT = "train_rmse_rows"  # the training rows the per-epoch training RMSE uses
+
+
+class RunMismatch(ValueError):
+    """A run folder holds a result computed on other data or with other CPU code."""
 
 
 class TrainingDiverged(RuntimeError):
@@ -112,12 +117,38 @@ def train_model(
     _check_data_fits_model(data, model_spec)
     ctx = dist_utils.init_distributed(device)
     dist_utils.barrier(ctx)  # every rank sees the same files before deciding what to do
+    facts = run_facts(data, device, config)
     if run_dir is not None and (run_dir / METRICS_FILE).is_file():
+        metrics = read_json(run_dir / METRICS_FILE)
+        check_same_facts(run_dir / METRICS_FILE, metrics, facts)
         _load_weights(model, run_dir / MODEL_FILE)
-        return read_json(run_dir / METRICS_FILE)
-    return _Trainer(model, data, config, run_dir, device, ctx, model_spec, progress).run(
-        on_epoch_end
-    )
+        return metrics
+    trainer = _Trainer(model, data, config, run_dir, device, ctx, model_spec, progress, facts)
+    return trainer.run(on_epoch_end)
+
+
+def run_facts(data, device: torch.device, config: TrainConfig) -> dict[str, Any]:
+    """What changes a run's numbers besides its settings, known only where it runs: the
+    processed data's content digest and the code that computes a CPU step (the C++ kernels
+    round differently and draw other dropout masks than torch). Stored with the run; a
+    finished or checkpointed run is reused only under the same facts."""
+    from aoaffm.models import native
+
+    on_cpu_kernels = device.type == "cpu" and not config.bf16 and native.library() is not None
+    return {
+        "data_digest": data.digest if hasattr(data, "digest") else None,
+        "step_code": "cpu-kernels" if on_cpu_kernels else f"torch-{device.type}",
+    }
+
+
+def check_same_facts(path: Path, stored: dict[str, Any], facts: dict[str, Any]) -> None:
+    for key, value in facts.items():
+        if stored.get(key) != value:
+            raise RunMismatch(
+                f"{path}: this run was computed with {key} = {stored.get(key)!r}, but now "
+                f"{key} = {value!r} (other data, or AOAFFM_NATIVE / the C++ compiler changed); "
+                f"restore what changed, or delete {path.parent} to train it again"
+            )
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:
@@ -141,8 +172,9 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
 
 
 class _Trainer:
-    def __init__(self, model, data, config, run_dir, device, ctx, model_spec, progress):
+    def __init__(self, model, data, config, run_dir, device, ctx, model_spec, progress, facts):
         self.model = model.to(device)
+        self.facts = facts
         self.config = config
         self.run_dir = run_dir
         self.device = device
@@ -154,6 +186,9 @@ class _Trainer:
             name: _split_to_device(data, name, device, model_spec.get("n_features"))
             for name in SPLITS
         }
+        self.splits[TRAIN_RMSE_SPLIT] = _train_rmse_rows(
+            self.splits["train"], config.train_rmse_rows, config.seed
+        )
         self.sparse_params = sparse_parameters(model)
         self.optimizer = build_optimizer(model, self.sparse_params, config)
         self.penalty = L2Penalty.for_model(
@@ -212,7 +247,7 @@ class _Trainer:
         dist_utils.broadcast_buffers(self.model, self.ctx)
         entry = {
             "epoch": epoch,
-            "train_rmse": self._rmse("train"),
+            "train_rmse": self._rmse(TRAIN_RMSE_SPLIT),
             "validation_rmse": self._rmse("validation"),
             "time_s": trained - started,
             "eval_time_s": time.perf_counter() - trained,
@@ -228,7 +263,7 @@ class _Trainer:
         if best_epoch(validation) == epoch:
             self.best_state = _copy_state(self.model)
         self.finished = epoch >= self.config.epochs or should_stop(
-            validation, self.config.min_epochs, self.config.patience
+            validation, self.config.min_epochs, self.config.patience, self.config.stop_rule
         )
         self.elapsed_s += time.perf_counter() - started
         self._checkpoint()
@@ -254,6 +289,7 @@ class _Trainer:
             "world_size": self.ctx.world_size,
             "bf16": self.config.bf16,
             "seed": self.config.seed,
+            **self.facts,
         }
         return metrics
 
@@ -320,6 +356,7 @@ class _Trainer:
             return
         state = load_checkpoint(path)
         check_resumable(path, state, self.config.to_dict(), self.model_spec, self.ctx.world_size)
+        check_same_facts(path, state.get("facts", {}), self.facts)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.history = state["history"]
@@ -338,6 +375,7 @@ class _Trainer:
                 "config": self.config.to_dict(),
                 "model_spec": self.model_spec,
                 "world_size": self.ctx.world_size,
+                "facts": self.facts,
                 "history": self.history,
                 "finished": self.finished,
                 "elapsed_s": self.elapsed_s,
@@ -386,6 +424,17 @@ def _split_to_device(data, name: str, device: torch.device, n_features: int | No
             f"model has {n_features} features (ids 0..{n_features - 1})"
         )
     return SplitTensors(ids, labels, values)
+
+
+def _train_rmse_rows(train: SplitTensors, rows: int | None, seed: int) -> SplitTensors:
+    """The rows of Figure 4's training RMSE: all of them, or ``rows`` drawn once from the
+    run's seed (an unbiased estimate at a fraction of a full pass; same rows every epoch)."""
+    if rows is None or rows >= len(train):
+        return train
+    chosen = np.sort(np.random.default_rng([seed, rows]).choice(len(train), rows, replace=False))
+    index = torch.from_numpy(chosen).to(train.labels.device)
+    values = None if train.values is None else train.values[index]
+    return SplitTensors(train.ids[index], train.labels[index], values)
 
 
 def training_step(
