@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-PROFILES = ("paper", "quick")
+PROFILES = ("paper", "frappe", "quick")
 DATASETS = ("frappe", "movielens", "criteo")
 OVERRIDE_SECTIONS = ("model", "train", "data")
 
@@ -114,6 +114,7 @@ def check_hparams(hp: dict, source: str, where: str) -> None:
 
 def validate(cfg: dict, source: str = "params.yaml") -> None:
     from aoaffm.models import MODEL_NAMES
+    from aoaffm.train.stopping import STOP_RULES
 
     _check(isinstance(cfg["seed"], int), source, "seed", cfg["seed"], "an integer")
     for name in ("model", "train"):
@@ -121,6 +122,21 @@ def validate(cfg: dict, source: str = "params.yaml") -> None:
     check_hparams(cfg.get("model", {}), source, f"{cfg['profile']}.model")
     train = cfg["train"]
     check_hparams(train, source, "train")
+    _check(
+        train.get("stop_rule", "rises") in STOP_RULES,
+        source,
+        "train.stop_rule",
+        train.get("stop_rule"),
+        f"one of {list(STOP_RULES)}",
+    )
+    rows = train.get("train_rmse_rows")
+    _check(
+        rows is None or (isinstance(rows, int) and not isinstance(rows, bool) and rows >= 1),
+        source,
+        "train.train_rmse_rows",
+        rows,
+        "null or an integer >= 1",
+    )
     for key in ("min_epochs", "patience"):
         _check(
             isinstance(train.get(key), int) and train[key] >= 0,

@@ -15,8 +15,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ATTENTION_MODELS = ("afm", "aoafm", "affm", "aoaffm")
-# The paper initialises the attention models from trained FM / FFM embeddings.
+# The paper initialises the attention models from trained FM / FFM embeddings ...
 PRETRAINED_FROM = {"afm": "fm", "aoafm": "fm", "affm": "ffm", "aoaffm": "ffm"}
+# ... and, "to boost the performances of compared algorithms", the baselines from FM's
+# (model.pretrained_baselines; FM and FFM themselves start at random, as pre-training does).
+BASELINES_PRETRAINED_FROM = {"hofm": "fm", "wide_deep": "fm", "deepcross": "fm"}
+
+
+def pretrained_from(cfg: dict, model: str) -> str | None:
+    """The pre-trained model whose embeddings start a run of ``model`` (None: random)."""
+    if model in PRETRAINED_FROM:
+        return PRETRAINED_FROM[model]
+    if cfg["model"].get("pretrained_baselines"):
+        return BASELINES_PRETRAINED_FROM.get(model)
+    return None
 GROUPS = ("pretrain", "table2", "table3", "table4", "sweeps")
 SWEEP_PARAMS = ("embedding_size", "dropout", "lambda")
 
@@ -94,6 +106,7 @@ SETTING_DECISIONS = {
     "lambda_interaction": IDENTITY + " (as lambda, for the attention models)",
     "batch_norm": IDENTITY,
     "hidden_sizes": IDENTITY,
+    "pretrained_baselines": IDENTITY + " (as the pretrained run's id)",
     # the optimisation
     "seed": IDENTITY + " (the run's seed; the data's sampling seed is part of data)",
     "learning_rate": IDENTITY,
@@ -192,9 +205,9 @@ def device_type(device: str) -> str:
 def _run(cfg, group, dataset, model, *, seed, sweep=None) -> RunSpec:
     settings = _settings(cfg, dataset, model, seed=seed, sweep=sweep)
     pretrained = None
-    if model in PRETRAINED_FROM:
+    if pretrained_from(cfg, model) is not None:
         pretrained = pretrain_spec(
-            cfg, dataset, PRETRAINED_FROM[model], settings["embedding_size"]
+            cfg, dataset, pretrained_from(cfg, model), settings["embedding_size"]
         ).run_id
     return RunSpec(
         group=group,
@@ -246,7 +259,7 @@ def plan(cfg: dict, group: str, dataset: str) -> list[RunSpec]:
         needed = [r for g in GROUPS[1:] for r in plan(cfg, g, dataset) if r.pretrained]
         specs = {}
         for run in needed:
-            spec = pretrain_spec(cfg, dataset, PRETRAINED_FROM[run.model], run.embedding_size)
+            spec = pretrain_spec(cfg, dataset, pretrained_from(cfg, run.model), run.embedding_size)
             specs[spec.run_id] = spec
         return list(specs.values())
     if group == "table2":

@@ -120,7 +120,7 @@ def test_table2_seeds_and_run_ids_are_stable(params):
         ("model__dropout", -0.1, "model.dropout"),
         ("train__learning_rate", -0.05, "train.learning_rate = -0.05; expected a number > 0"),
         ("model__embedding_size", 0, "model.embedding_size"),
-        ("profile", "fast", "profile is 'fast'; expected one of ['paper', 'quick']"),
+        ("profile", "fast", "profile is 'fast'; expected one of ['paper', 'frappe', 'quick']"),
         ("train__device", "tpu", "train.device"),
         ("train__gpus", 0, "train.gpus"),
         ("paper__table3__models", ["fm", "nfm"], "table3.models = 'nfm'; expected one of"),

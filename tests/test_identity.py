@@ -67,6 +67,7 @@ CHANGES = {
     "lambda_interaction": ("model", "lambda", 3.0),
     "batch_norm": ("model", "batch_norm", True),
     "hidden_sizes": ("quick", "model.hidden_sizes.wide_deep", [8]),
+    "pretrained_baselines": ("quick", "model.pretrained_baselines", False),
     "seed": ("", "seed", 7),
     "learning_rate": ("train", "learning_rate", 0.02),
     "batch_size": ("quick", "datasets.frappe.batch_size", 256),
@@ -137,6 +138,13 @@ def test_each_identity_setting_names_another_run(name):
         assert {run.split("/")[1] for run in moved} == {name}
 
 
+def _train(params: dict, kw: dict) -> list:
+    """The pretrain group, then table3 (Wide&Deep starts from the pre-trained FM)."""
+    cfg = resolve(params)
+    run_group(cfg, "pretrain", "frappe", **kw)
+    return run_group(cfg, "table3", "frappe", **kw)
+
+
 @pytest.fixture
 def finished_state(tmp_path):
     """A finished table3 group (FM, Wide&Deep) on a small dataset at the tiny quick profile."""
@@ -144,14 +152,14 @@ def finished_state(tmp_path):
     params = _tiny(_params())
     params["quick"]["table3"] = {"datasets": ["frappe"], "models": ["fm", "wide_deep"]}
     kw = {"data_root": tmp_path / "data", "runs_root": tmp_path / "runs", "progress": False}
-    first = run_group(resolve(params), "table3", "frappe", **kw)
+    first = _train(params, kw)
     return params, kw, {spec.model: (spec.run_dir(kw["runs_root"]), m) for spec, m in first}
 
 
 @pytest.mark.parametrize("name", ["bf16", "stop_rule", "train_rmse_rows", "eval_batch_size"])
 def test_a_changed_setting_trains_again(finished_state, name):
     params, kw, first = finished_state
-    again = run_group(resolve(_changed(params, name)), "table3", "frappe", **kw)
+    again = _train(_changed(params, name), kw)
     for spec, metrics in again:
         old_dir, _ = first[spec.model]
         assert spec.run_dir(kw["runs_root"]) != old_dir
@@ -168,7 +176,7 @@ def test_another_world_size_is_refused_in_one_process(finished_state):
 
 def test_same_settings_reuse_the_finished_runs(finished_state):
     params, kw, first = finished_state
-    again = run_group(resolve(params), "table3", "frappe", **kw)
+    again = _train(params, kw)
     assert {s.model: m for s, m in again} == {model: m for model, (_, m) in first.items()}
 
 

@@ -22,6 +22,7 @@ from aoaffm.io import atomic_dir, write_json
 
 from .criteo import build_kaggle, build_libsvm
 from .errors import DataError
+from .errors import at_line
 from .processed import (
     SPLITS,
     built_summary,
@@ -120,6 +121,110 @@ def build_frappe_raw(out: Path, paths: dict[str, Path], options: dict) -> dict[s
     )  # fmt: skip
 
 
+def _frappe_log_ids(path: Path) -> tuple[np.ndarray, list[int]]:
+    """The raw log's rows as global feature ids (NFM's numbering) and the field sizes."""
+    frame, _ = read_frappe_log(path)
+    for column in ("user", "item", "city"):  # numeric values: '7' and '07' are one value
+        frame[column] = frame[column].astype(np.int64)
+    codes, field_sizes = first_appearance_codes(frame)
+    return codes + np.asarray(field_layout(field_sizes)), field_sizes
+
+
+def _occurrences(codes: np.ndarray) -> np.ndarray:
+    """For each element, how many equal elements come before it (0 for a first one)."""
+    order = np.argsort(codes, kind="stable")
+    sorted_codes = codes[order]
+    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+    run_start = np.repeat(starts, np.diff(np.r_[starts, len(codes)]))
+    occurrence = np.empty(len(codes), dtype=np.int64)
+    occurrence[order] = np.arange(len(codes)) - run_start
+    return occurrence
+
+
+def build_frappe_nfm_rebuilt(out: Path, paths: dict[str, Path], options: dict) -> dict[str, Any]:
+    """NFM's validation and test files verbatim + NFM's train split rebuilt from the raw log.
+
+    Every positive of NFM's validation and test files is a row of the raw log (NFM's ids are
+    the raw build's), so NFM's train positives are the raw positives minus those, as
+    multisets. NFM drew ``negatives_per_positive`` negatives for every log row and split all
+    rows at random; its train negatives are therefore a uniform share of all negatives:
+    here every log row gets its negatives with NFM's rule (user and context kept, the item
+    swapped for one this user never used) and as many of them as NFM's train split holds
+    (all rows minus validation and test minus train positives) are drawn at random.
+    """
+    log_ids, field_sizes = _frappe_log_ids(paths["log"])
+    n_fields = len(FRAPPE_FIELDS)
+    published = {}
+    for split in ("validation", "test"):
+        path = Path(paths[split])
+        block = read_libfm(path, n_fields, progress=options["progress"])
+        labels = labels_to_pm1(path, block.labels, 1, {1.0: 1.0, -1.0: -1.0})
+        published[split] = (path, block.ids, labels)
+    held_out = [(split, np.flatnonzero(labels == 1)) for split, (_, _, labels) in published.items()]
+    held_ids = np.concatenate([published[split][1][rows] for split, rows in held_out])
+    # Rows as codes of one np.unique over log and held-out positives: equal rows, equal codes.
+    _, codes = np.unique(np.concatenate([log_ids, held_ids]), axis=0, return_inverse=True)
+    codes = codes.ravel()
+    log_codes, held_codes = codes[: len(log_ids)], codes[len(log_ids) :]
+    in_log = np.bincount(log_codes, minlength=codes.max() + 1)
+    missing = np.flatnonzero(_occurrences(held_codes) >= in_log[held_codes])
+    if len(missing):
+        offsets = np.cumsum([0, *[len(rows) for _, rows in held_out]])
+        part = int(np.searchsorted(offsets, missing[0], side="right")) - 1
+        split, rows = held_out[part]
+        line = int(rows[missing[0] - offsets[part]]) + 1
+        raise at_line(
+            published[split][0],
+            line,
+            "this positive is not a row of the Frappe log (or appears more often in the "
+            f"validation and test files than in {Path(paths['log']).name}); expected NFM's "
+            "published split of the same log",
+        )
+    taken = np.bincount(held_codes, minlength=len(in_log))
+    train_positives = log_ids[_occurrences(log_codes) >= taken[log_codes]]
+
+    per_positive = options["negatives_per_positive"]
+    sample_rng, split_rng = rngs(options["seed"])
+    item = FRAPPE_FIELDS.index("item")
+    log_codes_by_field = log_ids - np.asarray(field_layout(field_sizes))
+    users = log_codes_by_field[:, FRAPPE_FIELDS.index("user")]
+    swapped = sample_negatives(
+        users, log_codes_by_field[:, [FRAPPE_FIELDS.index("user"), item]],
+        field_sizes[item], per_positive, sample_rng, group_name="user",
+    )  # fmt: skip
+    negatives = np.repeat(log_ids, per_positive, axis=0)
+    negatives[:, item] = swapped.ravel() + field_layout(field_sizes)[item]
+    all_rows = len(log_ids) * (1 + per_positive)
+    train_rows = all_rows - sum(len(ids) for _, ids, _ in published.values())
+    n_negatives = train_rows - len(train_positives)
+    if n_negatives < 0 or n_negatives > len(negatives):
+        raise DataError(
+            f"{Path(paths['validation']).name}, {Path(paths['test']).name}: they hold more rows "
+            f"than {Path(paths['log']).name} with {per_positive} negatives per positive allows; "
+            "expected NFM's validation and test files of the Frappe log"
+        )
+    chosen = np.sort(split_rng.choice(len(negatives), n_negatives, replace=False))
+    train_ids = np.concatenate([train_positives, negatives[chosen]])
+    train_labels = np.r_[np.ones(len(train_positives)), -np.ones(n_negatives)].astype(np.float32)
+    order = split_rng.permutation(len(train_ids))
+    write_arrays(out, "train", train_ids[order], train_labels[order], None)
+    for split, (_, ids, labels) in published.items():
+        write_arrays(out, split, ids, labels, None)
+    split_rows = {"train": len(train_ids), **{s: len(v[1]) for s, v in published.items()}}
+    positives = len(train_positives) + sum(int((v[2] == 1).sum()) for v in published.values())
+    return built_summary(
+        FRAPPE_FIELDS,
+        field_sizes,
+        split_rows,
+        positives,
+        split_fractions="validation and test as published by NFM; train rebuilt",
+        id_order="first appearance in frappe.csv (= NFM's ids)",
+        train_positives=len(train_positives),
+        negative_sampling=f"train negatives: {n_negatives} drawn at random from {per_positive} "
+        "per log row, each replacing the item by one this user never used in the log",
+    )
+
+
 def build_movielens_tags(out: Path, paths: dict[str, Path], options: dict) -> dict[str, Any]:
     frame = read_movielens_tags(paths["tags"])
     distinct = frame.drop_duplicates(subset=list(frame.columns), keep="first")
@@ -176,6 +281,7 @@ def build_nfm(out: Path, paths: dict[str, Path], options: dict) -> dict[str, Any
 BUILDERS: dict[tuple[str, str], Callable[[Path, dict[str, Path], dict], dict[str, Any]]] = {
     ("frappe", "raw"): build_frappe_raw,
     ("frappe", "nfm"): build_nfm,
+    ("frappe", "nfm-rebuilt"): build_frappe_nfm_rebuilt,
     ("movielens", "ml10m-tags"): build_movielens_tags,
     ("movielens", "ml-latest-small"): build_movielens_tags,
     ("movielens", "nfm"): build_nfm,

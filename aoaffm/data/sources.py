@@ -87,6 +87,8 @@ REGISTRY: dict[str, dict[str, dict[str, Source]]] = {
                 mirror_path="frappe/Mobile_Frappe.zip",
             )
         },
+        # NFM's validation and test files + a train split rebuilt from the raw log (offline)
+        "nfm-rebuilt": {},
         "nfm": {
             "train": _nfm(
                 "frappe", "train", "frappe-nfm", "gitblob:176b2aaf1f63dd13d3e66a5c17c8ec8186e91893"
@@ -176,6 +178,11 @@ REGISTRY: dict[str, dict[str, dict[str, Source]]] = {
     },
 }
 
+REGISTRY["frappe"]["nfm-rebuilt"] = {
+    "log": REGISTRY["frappe"]["raw"]["log"],
+    "validation": REGISTRY["frappe"]["nfm"]["validation"],
+    "test": REGISTRY["frappe"]["nfm"]["test"],
+}
 DATASETS = tuple(REGISTRY)
 
 

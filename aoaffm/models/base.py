@@ -66,3 +66,20 @@ def copy_parameter(target: torch.Tensor, source: torch.Tensor, what: str) -> Non
         )
     with torch.no_grad():
         target.copy_(source)
+
+
+def load_fm_start(model: CTRModel, source: nn.Module) -> CTRModel:
+    """Start a baseline from a trained FM: its embeddings, and the linear part where the model
+    has one (HOFM: the order-2 embeddings; Wide&Deep: the wide part too). The paper: "we also
+    utilized the pretrained feature embedding vectors of FM ... to boost the performances of
+    compared algorithms"."""
+    if getattr(source, "name", None) != "fm":
+        got = getattr(source, "name", type(source).__name__)
+        raise ValueError(f"{model.name} is initialised from a trained fm, got {got}")
+    copy_parameter(model.embedding.table.weight, source.embedding.table.weight, "embedding [n, K]")
+    if hasattr(model, "linear"):
+        copy_parameter(
+            model.linear.weights.weight, source.linear.weights.weight, "linear weights [n, 1]"
+        )
+        copy_parameter(model.linear.bias, source.linear.bias, "bias")
+    return model

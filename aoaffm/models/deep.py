@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from aoaffm.models.base import CTRModel
+from aoaffm.models.base import CTRModel, load_fm_start
 from aoaffm.models.layers import Dropout, FeatureEmbedding, LinearPart, batch_norm_or_identity
 
 WIDE_DEEP_HIDDEN = (1024, 512, 256)
@@ -50,6 +50,9 @@ class _Deep(CTRModel):
         )
         self.embedding = FeatureEmbedding(n_features, n_fields, embedding_size)
         self.build(n_fields * embedding_size, hidden_sizes, dropout, batch_norm)
+
+    def load_pretrained(self, source: nn.Module) -> CTRModel:
+        return load_fm_start(self, source)
 
     def build(self, width: int, hidden_sizes: list[int], dropout: float, batch_norm: bool) -> None:
         raise NotImplementedError

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from aoaffm.models import kernels
-from aoaffm.models.base import CTRModel
+from aoaffm.models.base import CTRModel, load_fm_start
 from aoaffm.models.layers import (
     Dropout,
     FeatureEmbedding,
@@ -78,6 +78,9 @@ class HOFM(_Factorization):
         )
         self.embedding = FeatureEmbedding(n_features, n_fields, embedding_size)
         self.embedding3 = FeatureEmbedding(n_features, n_fields, embedding_size)
+
+    def load_pretrained(self, source: nn.Module) -> CTRModel:
+        return load_fm_start(self, source)
 
     def forward(self, ids: torch.Tensor, values: torch.Tensor | None = None) -> torch.Tensor:
         self.check_input(ids, values)
