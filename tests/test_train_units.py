@@ -385,3 +385,22 @@ def test_shard_bounds_cut_like_tensor_split(world_size):
         for rank, piece in enumerate(pieces):
             start, end = shard_bounds(n_rows, DistributedContext(rank, world_size))
             assert torch.equal(torch.arange(start, end), piece)
+
+
+def test_cpu_training_flushes_subnormals_in_every_thread(synthetic):
+    """An attention W decaying under a large λ turns subnormal, which x86 multiplies ~100x
+    slower (Frappe AFM, λ = 10, stalled in its first epoch): the trainer flushes them to zero,
+    in torch's worker threads too (a 2-thread product over a large tensor)."""
+    from aoaffm.models import native
+
+    if native.library() is None:
+        pytest.skip("the C++ kernels (which reach the worker threads) are not available")
+    train_model(build("fm", synthetic), synthetic, config(epochs=1), progress=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        tiny = torch.full((1 << 20,), 1e-40)  # subnormal in float32
+        assert float(tiny[0]) == 0.0 or float((tiny * 1.0).abs().max()) == 0.0
+        assert float((tiny @ torch.ones(1 << 20)).abs()) == 0.0
+    finally:
+        torch.set_num_threads(before)

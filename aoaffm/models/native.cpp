@@ -19,6 +19,9 @@
 #include <cstdint>
 #include <cstring>
 #include <omp.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+#endif
 
 #include <vector>
 
@@ -162,6 +165,25 @@ struct RowPlan {
 extern "C" {
 
 int aoaffm_native_abi() { return 1; }
+
+// Flush subnormal floats to zero (FTZ and DAZ in MXCSR) in the calling thread and in each
+// thread of its OpenMP team, the pool torch's own parallel products run on. MXCSR is per
+// thread and torch.set_flush_denormal sets only the caller's. Returns 0 where unsupported.
+int flush_denormals(int threads) {
+#if defined(__x86_64__) || defined(__i386__)
+  int done = 0;
+#pragma omp parallel num_threads(threads) reduction(+ : done)
+  {
+    _mm_setcsr(_mm_getcsr() | 0x8040);
+    done += 1;
+  }
+  _mm_setcsr(_mm_getcsr() | 0x8040);
+  return done;
+#else
+  (void)threads;
+  return 0;
+#endif
+}
 
 // --------------------------------------------------------------------------- Adagrad
 

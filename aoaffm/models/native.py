@@ -77,6 +77,7 @@ _SIGNATURES = {
         [_P, _P, _P, _P, _I, _P, _P, _P, _P, _P, _I, _I, _I, _I, _T, _P, _P, _T],
     ),
     "linear_backward": (None, [_P, _P, _I, _I, _I, _P]),
+    "flush_denormals": (_T, [_T]),
 }
 
 
@@ -204,6 +205,14 @@ def usable(*tensors: torch.Tensor) -> bool:
 
 
 # ------------------------------------------------------------------ calls
+
+
+def flush_denormals() -> bool:
+    """Subnormal floats become zero in this thread and every OpenMP worker (see native.cpp):
+    x86 multiplies them ~100x slower, and an attention W decaying under λ's L2 reaches them.
+    False when the kernels are unavailable or the CPU has no such mode."""
+    lib = library()
+    return lib is not None and lib.flush_denormals(torch.get_num_threads()) > 0
 
 
 def _ptr(tensor: torch.Tensor | None) -> int | None:
