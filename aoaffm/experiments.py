@@ -248,6 +248,11 @@ def datasets_of(cfg: dict, group: str) -> list[str]:
     return list(cfg.get(group, {}).get("datasets", []))
 
 
+def datasets_used(cfg: dict) -> list[str]:
+    """Every dataset some group of the profile trains on (the others need no data)."""
+    return datasets_of(cfg, "pretrain")
+
+
 def plan(cfg: dict, group: str, dataset: str) -> list[RunSpec]:
     """The runs of one group on one dataset, in a stable order."""
     if group not in GROUPS:
@@ -392,13 +397,17 @@ def run_group(
     from aoaffm.train import train_model
 
     runs = plan(cfg, group, dataset)
-    data = load_processed(Path(data_root) / dataset)
     group_dir = Path(runs_root) / group / dataset
     if is_main and group_dir.is_dir():  # settings changed: drop runs of the old settings
         planned = {r.run_id for r in runs}
         for stale in group_dir.iterdir():
             if stale.is_dir() and stale.name not in planned:
                 shutil.rmtree(stale)
+    if not runs:  # the profile does not use this dataset in this group (its data may be absent)
+        if is_main:
+            group_dir.mkdir(parents=True, exist_ok=True)
+        return []
+    data = load_processed(Path(data_root) / dataset)
     # Fail before any training on a missing pretrained model or a bad setting.
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     for spec in runs:

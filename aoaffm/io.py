@@ -66,3 +66,13 @@ def read_json(path: str | os.PathLike) -> Any:
 def save_npy(target: str | os.PathLike, array: np.ndarray) -> None:
     with atomic_path(target) as tmp, open(tmp, "wb") as f:
         np.save(f, array)
+
+
+UNUSED_FILE = "UNUSED.txt"
+
+
+def mark_unused(folder: str | os.PathLike, reason: str) -> None:
+    """Replace ``folder`` by one holding only a note: a pipeline output the current settings
+    do not need (a dataset the profile does not use), present so that DVC's chain holds."""
+    with atomic_dir(folder) as tmp:
+        (tmp / UNUSED_FILE).write_text(reason + "\n", encoding="utf-8")

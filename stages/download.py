@@ -17,6 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from aoaffm.config import load_config  # noqa: E402
 from aoaffm.data import DATASETS, DataError, fetch_sources  # noqa: E402
+from aoaffm.experiments import datasets_used  # noqa: E402
+from aoaffm.io import mark_unused  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -29,6 +31,10 @@ def main(argv: list[str] | None = None) -> None:
     cfg = load_config(args.params)
     variant = cfg["data"][args.dataset]["source"]
     out = Path(args.out or f"data/raw/{args.dataset}")
+    if args.dataset not in datasets_used(cfg):
+        mark_unused(out, f"profile {cfg['profile']} trains nothing on {args.dataset}")
+        print(f"{args.dataset}: not used by profile {cfg['profile']}; nothing to download")
+        return
     paths = fetch_sources(
         args.dataset, variant, out, mirror=cfg["data"]["mirror"], progress=not args.no_progress
     )

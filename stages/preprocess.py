@@ -16,6 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from aoaffm.config import load_config  # noqa: E402
 from aoaffm.data import DATASETS, DataError, build_dataset, source_paths  # noqa: E402
+from aoaffm.experiments import datasets_used  # noqa: E402
+from aoaffm.io import mark_unused  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -29,6 +31,11 @@ def main(argv: list[str] | None = None) -> None:
     cfg = load_config(args.params)
     data = cfg["data"]
     variant = data[args.dataset]["source"]
+    if args.dataset not in datasets_used(cfg):
+        out = args.out or f"data/processed/{args.dataset}"
+        mark_unused(out, f"profile {cfg['profile']} trains nothing on {args.dataset}")
+        print(f"{args.dataset}: not used by profile {cfg['profile']}; nothing to build")
+        return
     meta = build_dataset(
         args.dataset,
         variant,

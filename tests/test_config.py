@@ -54,7 +54,7 @@ def test_quick_profile_replaces_only_its_keys(params):
     assert cfg["model"]["attention_size"] == 16
     assert cfg["model"]["hidden_sizes"]["wide_deep"] == [64, 32, 16]
     assert cfg["train"]["patience"] == 4  # kept from the paper profile
-    assert cfg["data"]["frappe"]["source"] == "raw"
+    assert cfg["data"]["frappe"]["source"] == "nfm-rebuilt"
     assert cfg["table2"]["seeds"] == 2 and cfg["table2"]["models"] == list(ATTENTION_MODELS)
 
 
