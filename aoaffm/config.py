@@ -217,6 +217,24 @@ def validate(cfg: dict, source: str = "params.yaml") -> None:
             sizes,
             "a list of integers >= 1",
         )
+    search = cfg.get("lr_search") or {}
+    _check(
+        isinstance(search.get("enabled", False), bool),
+        source,
+        "lr_search.enabled",
+        search.get("enabled"),
+        "true or false",
+    )
+    grid = search.get("grid", [])
+    _check(
+        isinstance(grid, list)
+        and all(_is_number(lr) and lr > 0 for lr in grid)
+        and (grid or not search.get("enabled")),
+        source,
+        "lr_search.grid",
+        grid,
+        "a non-empty list of learning rates > 0",
+    )
     seeds = cfg.get("table2", {}).get("seeds", 1)
     _check(isinstance(seeds, int) and seeds >= 1, source, "table2.seeds", seeds, "an integer >= 1")
     for param in ("embedding_size", "dropout", "lambda"):

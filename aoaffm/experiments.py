@@ -29,7 +29,10 @@ def pretrained_from(cfg: dict, model: str) -> str | None:
     if cfg["model"].get("pretrained_baselines"):
         return BASELINES_PRETRAINED_FROM.get(model)
     return None
-GROUPS = ("pretrain", "table2", "table3", "table4", "sweeps")
+
+
+GROUPS = ("pretrain", "tune", "table2", "table3", "table4", "sweeps")
+TRAINED_GROUPS = ("table2", "table3", "table4", "sweeps")  # the groups the search tunes
 SWEEP_PARAMS = ("embedding_size", "dropout", "lambda")
 
 
@@ -109,7 +112,7 @@ SETTING_DECISIONS = {
     "pretrained_baselines": IDENTITY + " (as the pretrained run's id)",
     # the optimisation
     "seed": IDENTITY + " (the run's seed; the data's sampling seed is part of data)",
-    "learning_rate": IDENTITY,
+    "learning_rate": IDENTITY + " (a tune run's candidate, or the search's winner)",
     "batch_size": IDENTITY,
     "epochs": IDENTITY,
     "min_epochs": IDENTITY,
@@ -147,13 +150,18 @@ def _settings(
     seed: int,
     sweep: tuple | None = None,
     pretraining: bool = False,
+    learning_rate: float | None = None,
 ) -> dict:
-    """Resolve one model's settings on one dataset (see the module docstring for the order)."""
+    """Resolve one model's settings on one dataset (see the module docstring for the order);
+    ``learning_rate``: the search's value (a candidate, or the winner), between the model's
+    tuned values and the user's overrides."""
     s = {"dropout": 0.0, "lambda": 0.0, "learning_rate": 0.05, "batch_size": 128}
     s.update({k: cfg["model"][k] for k in ("embedding_size", "attention_size")})
     s["batch_norm"] = bool(cfg["model"].get("batch_norm", True))
     s.update(cfg.get("datasets", {}).get(dataset, {}))
     s.update(cfg.get("tuned", {}).get(dataset, {}).get(model, {}))
+    if learning_rate is not None:
+        s["learning_rate"] = learning_rate
     overrides = {**cfg["overrides"]["model"], **cfg["overrides"]["train"]}
     s.update({k: v for k, v in overrides.items() if k in s})
     if sweep is not None:
@@ -202,8 +210,8 @@ def device_type(device: str) -> str:
     return str(device).partition(":")[0]
 
 
-def _run(cfg, group, dataset, model, *, seed, sweep=None) -> RunSpec:
-    settings = _settings(cfg, dataset, model, seed=seed, sweep=sweep)
+def _run(cfg, group, dataset, model, *, seed, sweep=None, learning_rate=None) -> RunSpec:
+    settings = _settings(cfg, dataset, model, seed=seed, sweep=sweep, learning_rate=learning_rate)
     pretrained = None
     if pretrained_from(cfg, model) is not None:
         pretrained = pretrain_spec(
@@ -240,9 +248,9 @@ def _dedupe(runs: list[RunSpec]) -> list[RunSpec]:
 
 def datasets_of(cfg: dict, group: str) -> list[str]:
     """The datasets a group runs on (pretrain: every dataset some attention run needs)."""
-    if group == "pretrain":
+    if group in ("pretrain", "tune"):
         names = []
-        for g in GROUPS[1:]:
+        for g in TRAINED_GROUPS:
             names += [d for d in datasets_of(cfg, g) if d not in names]
         return names
     return list(cfg.get(group, {}).get("datasets", []))
@@ -253,33 +261,108 @@ def datasets_used(cfg: dict) -> list[str]:
     return datasets_of(cfg, "pretrain")
 
 
-def plan(cfg: dict, group: str, dataset: str) -> list[RunSpec]:
-    """The runs of one group on one dataset, in a stable order."""
+def lr_search_grid(cfg: dict) -> list[float]:
+    """The learning rates the search tries per model; empty when the search is off or the
+    user fixed one rate for every model (``train.learning_rate``)."""
+    search = cfg.get("lr_search") or {}
+    if not search.get("enabled") or cfg["overrides"]["train"].get("learning_rate") is not None:
+        return []
+    return [float(lr) for lr in search["grid"]]
+
+
+def searched_models(cfg: dict, dataset: str) -> list[str]:
+    """The models the search tunes on ``dataset``: every model a later group trains there."""
+    models: list[str] = []
+    for group in TRAINED_GROUPS:
+        if dataset not in datasets_of(cfg, group):
+            continue
+        if group == "sweeps":
+            names = [m for p in SWEEP_PARAMS for m in cfg["sweeps"].get(p, {}).get("models", [])]
+        else:
+            names = list(cfg[group]["models"])
+        models += [m for m in names if m not in models]
+    return models
+
+
+def searched_learning_rate(
+    cfg: dict, dataset: str, model: str, runs_root: str | Path = "runs"
+) -> float | None:
+    """The search's winner for ``model`` on ``dataset``: the grid's rate with the lowest
+    validation RMSE (the first one on ties); None when the search does not tune it."""
+    from aoaffm.io import read_json
+
+    candidates = [r for r in _plan(cfg, "tune", dataset) if r.model == model]
+    if not candidates:
+        return None
+    results = []
+    for spec in candidates:
+        path = spec.run_dir(runs_root) / "metrics.json"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path}: the learning-rate search of {model} on {dataset} has not finished; "
+                f"run the tune stage first (`dvc repro tune@{dataset}`)"
+            )
+        results.append((read_json(path)["validation_rmse"], spec.learning_rate))
+    return min(results, key=lambda r: r[0])[1]
+
+
+def plan(
+    cfg: dict, group: str, dataset: str, runs_root: str | Path = "runs", *, searched: bool = True
+) -> list[RunSpec]:
+    """The runs of one group on one dataset, in a stable order.
+
+    With the learning-rate search on, a trained group's runs take each model's winning rate
+    from the finished tune runs under ``runs_root``; ``searched=False`` plans them at the
+    default rates instead (for counting runs before the search has run).
+    """
+    if group not in GROUPS:
+        raise ValueError(f"unknown group {group!r}; expected one of {list(GROUPS)}")
+    learning_rate = None
+    if searched and group in TRAINED_GROUPS and lr_search_grid(cfg):
+        winners = {
+            m: searched_learning_rate(cfg, dataset, m, runs_root)
+            for m in searched_models(cfg, dataset)
+        }
+        learning_rate = winners.get
+    return _plan(cfg, group, dataset, learning_rate)
+
+
+def _plan(cfg: dict, group: str, dataset: str, learning_rate=None) -> list[RunSpec]:
+    """``plan`` with ``learning_rate(model)`` giving the searched rates (None: defaults)."""
     if group not in GROUPS:
         raise ValueError(f"unknown group {group!r}; expected one of {list(GROUPS)}")
     if dataset not in datasets_of(cfg, group):
         return []
     seed = cfg["seed"]
-    if group == "pretrain":
-        needed = [r for g in GROUPS[1:] for r in plan(cfg, g, dataset) if r.pretrained]
+
+    def run(group, model, **kw):
+        rate = learning_rate(model) if learning_rate is not None else None
+        return _run(cfg, group, dataset, model, learning_rate=rate, **kw)
+
+    if group == "pretrain":  # the pre-trained K of every later run (rates do not matter)
+        needed = [r for g in GROUPS[1:] for r in _plan(cfg, g, dataset) if r.pretrained]
         specs = {}
-        for run in needed:
-            spec = pretrain_spec(cfg, dataset, pretrained_from(cfg, run.model), run.embedding_size)
+        for r in needed:
+            spec = pretrain_spec(cfg, dataset, pretrained_from(cfg, r.model), r.embedding_size)
             specs[spec.run_id] = spec
         return list(specs.values())
+    if group == "tune":  # each model at each rate of the grid, first seed
+        return [
+            _run(cfg, group, dataset, m, seed=seed, learning_rate=lr)
+            for m in searched_models(cfg, dataset)
+            for lr in lr_search_grid(cfg)
+        ]
     if group == "table2":
         seeds = range(seed, seed + int(cfg["table2"]["seeds"]))
-        return [
-            _run(cfg, group, dataset, m, seed=s) for m in cfg["table2"]["models"] for s in seeds
-        ]
+        return [run(group, m, seed=s) for m in cfg["table2"]["models"] for s in seeds]
     if group in ("table3", "table4"):
-        return [_run(cfg, group, dataset, m, seed=seed) for m in cfg[group]["models"]]
+        return [run(group, m, seed=seed) for m in cfg[group]["models"]]
     runs = []
     for param in SWEEP_PARAMS:
         sweep = cfg["sweeps"].get(param, {})
         for model in sweep.get("models", []):
             for value in sweep.get("values", []):
-                runs.append(_run(cfg, group, dataset, model, seed=seed, sweep=(param, value)))
+                runs.append(run(group, model, seed=seed, sweep=(param, value)))
     return _dedupe(runs)
 
 
@@ -297,6 +380,7 @@ def record(spec: RunSpec, metrics: dict, runs_root: str | Path = "runs") -> list
         "lambda": spec.lambda_,
         "learning_rate": spec.learning_rate,
         "batch_size": spec.batch_size,
+        "pretrained_from": spec.pretrained.split("-", 1)[0] if spec.pretrained else None,
         "sweep_param": None,
         "sweep_value": None,
         **{
@@ -392,11 +476,10 @@ def run_group(
     from tqdm import tqdm
 
     from aoaffm.config import ConfigError
-
     from aoaffm.data import load_processed
     from aoaffm.train import train_model
 
-    runs = plan(cfg, group, dataset)
+    runs = plan(cfg, group, dataset, runs_root)
     group_dir = Path(runs_root) / group / dataset
     if is_main and group_dir.is_dir():  # settings changed: drop runs of the old settings
         planned = {r.run_id for r in runs}
@@ -443,7 +526,7 @@ def collect_records(cfg: dict, runs_root: str | Path = "runs") -> list[dict]:
     records = []
     for group in GROUPS:
         for dataset in datasets_of(cfg, group):
-            for spec in plan(cfg, group, dataset):
+            for spec in plan(cfg, group, dataset, runs_root):
                 metrics_path = spec.run_dir(runs_root) / "metrics.json"
                 if not metrics_path.is_file():
                     raise FileNotFoundError(

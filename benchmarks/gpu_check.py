@@ -149,7 +149,7 @@ def representative_runs(cfg: dict) -> dict[tuple[str, str], object]:
     chosen = {}
     for group in GROUPS:
         for dataset in ("frappe", "movielens", "criteo"):
-            for spec in plan(cfg, group, dataset):
+            for spec in plan(cfg, group, dataset, searched=False):
                 key = (dataset, spec.model)
                 if key not in chosen or spec.embedding_size > chosen[key].embedding_size:
                     chosen[key] = spec
@@ -219,7 +219,7 @@ def projection(cfg: dict, rates: dict[tuple[str, str], dict], assumed_epochs: in
     for group in GROUPS:
         for dataset in ("frappe", "movielens", "criteo"):
             rows = split_rows(dataset, cfg["data"]["split"])
-            for spec in plan(cfg, group, dataset):
+            for spec in plan(cfg, group, dataset, searched=False):
                 rate = rates[(dataset, spec.model)]
                 epoch_s = (
                     rows["train"] / rate["train_samples_per_s"]

@@ -9,7 +9,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from aoaffm.config import load_config  # noqa: E402
-from aoaffm.experiments import PROTOCOL_NOTES, datasets_of  # noqa: E402
+from aoaffm.experiments import PROTOCOL_NOTES, datasets_of, datasets_used  # noqa: E402
 from aoaffm.io import read_json  # noqa: E402
 from aoaffm.models import parameter_rows  # noqa: E402
 from aoaffm.report import build_report  # noqa: E402
@@ -32,6 +32,7 @@ def main() -> None:
         environment=read_json("results/environment.json"),
         param_rows=parameter_rows(),
         notes=PROTOCOL_NOTES,
+        datasets=datasets_used(cfg),
     )
     print("\n".join(f"wrote {p}" for p in paths.values()) if isinstance(paths, dict) else paths)
 

@@ -1,6 +1,6 @@
 """Stage: train every run of one protocol group on one dataset.
 
-    python stages/train.py table3 frappe      # groups: table2 table3 table4 sweeps
+    python stages/train.py table3 frappe      # groups: tune table2 table3 table4 sweeps
 
 Runs already finished are kept, an interrupted run resumes from its last epoch, and runs
 whose settings are no longer in params.yaml are removed. With `train.gpus` > 1 the stage

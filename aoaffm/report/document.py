@@ -198,6 +198,35 @@ def _provenance_section(metas: Mapping[str, Mapping]) -> str:
     return "\n".join(lines)
 
 
+def _lr_search_section(records: list[dict]) -> str:
+    """The learning-rate search's validation RMSE per model and rate, the winner in bold."""
+    tuned = [r for r in records if r["group"] == "tune"]
+    if not tuned:
+        return (
+            "## Learning-rate search\n\nNot run (`lr_search.enabled` is off in this profile): "
+            "each model trained at the rate params.yaml gives it (the tables' lr column)."
+        )
+    rates = sorted({r["learning_rate"] for r in tuned})
+    rows = []
+    for dataset, model in dict.fromkeys((r["dataset"], r["model"]) for r in tuned):
+        scores = {
+            r["learning_rate"]: r["validation_rmse"]
+            for r in tuned
+            if r["dataset"] == dataset and r["model"] == model
+        }
+        best = min(scores, key=lambda lr: (scores[lr], rates.index(lr)))
+        row = {"Dataset": DATASET_LABELS[dataset], "Model": MODEL_LABELS.get(model, model)}
+        for lr in rates:
+            text = f"{scores[lr]:.4f}" if lr in scores else "—"
+            row[f"lr {lr:g}"] = f"**{text}**" if lr == best else text
+        rows.append(row)
+    return (
+        "## Learning-rate search\n\nValidation RMSE of each model at each rate of the grid "
+        "(first seed); the bold rate is the one every later run of the model uses.\n\n"
+        + _md_table(rows)
+    )
+
+
 def _gaps(records: list[dict], figure4_gaps: list[str], covered: Iterable[str]) -> list[str]:
     """Cells without runs among the datasets the profile covers."""
     covered = set(covered)
@@ -229,12 +258,14 @@ def build_report(
     param_rows: Iterable[Mapping] = (),
     notes: Iterable[str] = (),
     root: str | os.PathLike = ".",
+    datasets: Iterable[str] | None = None,
 ) -> dict[str, Path]:
     """Write Tables 1-4, Figures 3-4, claims.json, params.md and REPORT.md under ``out_dir``.
 
     ``records`` are the run records (results/runs.json), ``metas`` each processed dataset's
     meta.json by name, ``notes`` the protocol choices where the paper is silent, ``root`` the
-    folder the records' relative history paths start from. Every file is written atomically;
+    folder the records' relative history paths start from, ``datasets`` those the profile
+    covers (None: all; the others' cells are "not run"). Every file is written atomically;
     REPORT.md is written last. Returns the written paths by name.
     """
     records = validate_records(records)
@@ -288,25 +319,26 @@ def build_report(
         "\n\nAoAFFM and AFM: the table2 run with the lowest seed; FFM: its table3 run. Solid: "
         "validation, dashed: training.",
         _claims_section(results),
+        _lr_search_section(records),
         params_md,
         "## Protocol choices where the paper is silent\n\n"
         + ("\n".join(f"- {n}" for n in notes) or "None recorded."),
         _environment_section(environment, records),
         _provenance_section(metas),
     ]
-    covered_labels = [DATASET_LABELS[d] for d in metas]
+    covered = list(DATASET_LABELS) if datasets is None else list(datasets)
+    covered_labels = [DATASET_LABELS[d] for d in covered]
     fig4_gaps = [g for g in fig4_gaps if any(f" {label} " in g for label in covered_labels)]
-    gaps = _gaps(records, fig4_gaps, metas)
+    gaps = _gaps(records, fig4_gaps, covered)
     sections.append(
         "## Gaps\n\n" + ("\n".join(f"- {g}" for g in gaps) or "None: every cell has runs.")
     )
-    not_covered = sorted({DATASET_LABELS[d] for _, d, _, _ in paper_cells()} - {
-        DATASET_LABELS[d] for d in metas
-    })
+    not_covered = sorted({DATASET_LABELS[d] for _, d, _, _ in paper_cells()} - set(covered_labels))
     if not_covered:
         sections[-1] += (
             f"\n\nNot run by profile `{profile}` (not failures): every cell on "
-            + ", ".join(not_covered) + "."
+            + ", ".join(not_covered)
+            + "."
         )
     paths["report"] = out_dir / "REPORT.md"
     write_text(paths["report"], "\n\n".join(s for s in sections if s) + "\n")

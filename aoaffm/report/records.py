@@ -23,6 +23,7 @@ GROUPS = (
     "sweep_dropout",
     "sweep_lambda",
     "pretrain",
+    "tune",
 )
 MODEL_ALIASES = {"aofm": "aoafm"}
 # Which group and metric each paper table reads.
@@ -40,6 +41,7 @@ RECORD_FIELDS = (
     "lambda",
     "learning_rate",
     "batch_size",
+    "pretrained_from",
     "sweep_param",
     "sweep_value",
     "validation_rmse",
@@ -56,7 +58,16 @@ RECORD_FIELDS = (
 
 
 REQUIRED_FIELDS = ("group", "dataset", "model", "seed", "validation_rmse", "test_rmse")
-NON_NUMERIC_FIELDS = ("group", "dataset", "model", "sweep_param", "device", "run_dir", "history")
+NON_NUMERIC_FIELDS = (
+    "group",
+    "dataset",
+    "model",
+    "pretrained_from",
+    "sweep_param",
+    "device",
+    "run_dir",
+    "history",
+)
 # seed and sweep_value are checked apart: seed may be any label, sweep_value only in sweeps
 NUMERIC_FIELDS = tuple(
     f for f in RECORD_FIELDS if f not in (*NON_NUMERIC_FIELDS, "seed", "sweep_value")

@@ -224,6 +224,14 @@ def _params_agree(ours: list[int], row, embedding_sizes: str) -> bool | None:
     return abs(ours[0] - row.params) <= row.params_unit * (1 + 1e-9)
 
 
+def _start(cell) -> str | None:
+    """Where the cell's runs start: "FM" / "FFM" (pre-trained embeddings) or "random"."""
+    if cell is None:
+        return None
+    starts = {r.get("pretrained_from") for r in cell.records}
+    return ", ".join(sorted(MODEL_LABELS.get(s, s) if s else "random" for s in starts))
+
+
 def table3(records: list[dict]) -> Table:
     """Test RMSE and #params at K = 256 on MovieLens and Frappe."""
     rows, shown = [], []
@@ -244,6 +252,8 @@ def table3(records: list[dict]) -> Table:
                 "params_ours": params[0] if len(params) == 1 else None,
                 "params_agree": agree,
                 "embedding_size_ours": sizes,
+                "learning_rate_ours": distinct(cell.records if cell else (), "learning_rate"),
+                "start_ours": _start(cell),
                 **_rmse_columns(cell, p.test_rmse),
                 "source_group": cell.group if cell else None,
             }
@@ -256,6 +266,8 @@ def table3(records: list[dict]) -> Table:
                 "#params ours": ", ".join(f"{n:,} ({n / 1e6:.2f}M)" for n in params) or MISSING,
                 "#params agree": {True: "yes", False: "no", None: MISSING}[agree],
                 "K ours": rows[-1]["embedding_size_ours"] or MISSING,
+                "lr ours": rows[-1]["learning_rate_ours"] or MISSING,
+                "start": rows[-1]["start_ours"] or MISSING,
                 **_rmse_display(cell, p.test_rmse),
                 "Runs": cell.group if cell else MISSING,
             }
@@ -268,6 +280,9 @@ def table3(records: list[dict]) -> Table:
         [
             "AFM, AoAFM and AoAFFM: the table2 runs' test RMSE (mean ± std over seeds); the "
             "other models: the table3 runs ('Runs' names the group).",
+            "start: the embeddings a run starts from, the pre-trained FM or FFM (the paper's "
+            "protocol for the attention models and, as it says, the compared algorithms) or "
+            "random.",
             "#params agree: our exact count is within one unit of the paper's last printed "
             "digit (the paper rounds to 0.01M); only judged for runs at the paper's K = 256.",
             SPREAD_NOTE,
