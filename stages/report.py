@@ -9,7 +9,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from aoaffm.config import load_config  # noqa: E402
-from aoaffm.experiments import PROTOCOL_NOTES, datasets_of, datasets_used  # noqa: E402
+from aoaffm.experiments import datasets_of, datasets_used, protocol_notes  # noqa: E402
 from aoaffm.io import read_json  # noqa: E402
 from aoaffm.models import parameter_rows  # noqa: E402
 from aoaffm.report import build_report  # noqa: E402
@@ -31,7 +31,7 @@ def main() -> None:
         profile=cfg["profile"],
         environment=read_json("results/environment.json"),
         param_rows=parameter_rows(),
-        notes=PROTOCOL_NOTES,
+        notes=protocol_notes(cfg),
         datasets=datasets_used(cfg),
     )
     print("\n".join(f"wrote {p}" for p in paths.values()) if isinstance(paths, dict) else paths)
