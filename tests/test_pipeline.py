@@ -160,3 +160,56 @@ def test_second_repro_has_nothing_to_do(project):
     assert "Data and pipelines are up to date" in status, status
     again = _dvc(project, "repro").stdout
     assert "Data and pipelines are up to date" in again, again
+
+
+FRAPPE_TINY = {
+    "model": {
+        "embedding_size": 8,
+        "attention_size": 8,
+        "hidden_sizes": {"wide_deep": [16], "deepcross": [8]},
+    },
+    "train": {"epochs": 1},
+    "datasets": {"frappe": {"batch_size": 2048, "learning_rate": 0.05}},
+    "table2": {"seeds": 1},
+    "sweeps": {
+        "embedding_size": {"models": ["fm"], "values": [4]},
+        "dropout": {"models": [], "values": []},
+        "lambda": {"models": [], "values": []},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def frappe_project(tmp_path_factory, mirror_dir) -> Path:
+    """`dvc repro` with profile: frappe (cut to one epoch at K = 8), offline."""
+    dest = tmp_path_factory.mktemp("pipeline-frappe") / "project"
+    dest.mkdir()
+    _copy_project(dest)
+    params_path = dest / "params.yaml"
+    params = yaml.safe_load(params_path.read_text())
+    params["profile"] = "frappe"
+    params["data"]["mirror"] = str(mirror_dir)
+    for section, values in FRAPPE_TINY.items():
+        params["frappe"][section] = {**params["frappe"].get(section, {}), **values}
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    _dvc(dest, "repro")
+    return dest
+
+
+def test_frappe_profile_covers_frappe_and_marks_the_rest_not_run(frappe_project):
+    for dataset in ("movielens", "criteo"):  # nothing downloaded, built or trained for them
+        assert (frappe_project / "data" / "raw" / dataset / "UNUSED.txt").is_file()
+        assert (frappe_project / "data" / "processed" / dataset / "UNUSED.txt").is_file()
+        assert not list((frappe_project / "runs" / "table2").glob(f"{dataset}/*"))
+    meta = json.loads((frappe_project / "data/processed/frappe/meta.json").read_text())
+    assert meta["variant"] == "nfm-rebuilt"
+    assert meta["split_sizes"] == {"train": 202027, "validation": 57722, "test": 28860}
+    with open(frappe_project / "reports" / "tables" / "table3.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    frappe = {r["model"]: r for r in rows if r["dataset"] == "frappe"}
+    assert all(r["rmse_ours_mean"] for r in frappe.values()), frappe
+    assert frappe["wide_deep"]["start_ours"] == "FM" and frappe["fm"]["start_ours"] == "random"
+    assert not any(r["rmse_ours_mean"] for r in rows if r["dataset"] == "movielens")
+    text = (frappe_project / "reports" / "REPORT.md").read_text()
+    assert "Profile `frappe`" in text and "not run" in text
+    assert "Not run by profile `frappe` (not failures): every cell on Criteo, MovieLens." in text
