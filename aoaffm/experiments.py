@@ -14,6 +14,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from aoaffm.labels import PM1, label_scale
+
 ATTENTION_MODELS = ("afm", "aoafm", "affm", "aoaffm")
 # The paper initialises the attention models from trained FM / FFM embeddings ...
 PRETRAINED_FROM = {"afm": "fm", "aoafm": "fm", "affm": "ffm", "aoaffm": "ffm"}
@@ -61,6 +63,8 @@ class RunSpec:
     # The processed data: (variant, negatives per positive, split fractions, sampling seed).
     # Its content digest is checked where the run trains (aoaffm.train.loop.run_facts).
     data: tuple = ()
+    # Its (negative, positive) labels, which RMSE clips to: ±1, or 0/1 for Criteo.
+    labels: tuple = PM1
     # How the run executes: each changes the numbers (rounding, dropout masks, batch shards).
     device: str = "cpu"  # the device type (cpu | cuda); which GPU of a kind does not matter
     bf16: bool = False
@@ -76,6 +80,8 @@ class RunSpec:
         for key in ("group", "sweeps"):
             d.pop(key)
         d["lambda"] = d.pop("lambda_")
+        if d["labels"] == PM1:  # every run had ±1 labels before they entered the identity:
+            d.pop("labels")  # those runs keep their ids
         return d
 
     @property
@@ -182,6 +188,7 @@ def _settings(
             tuple(float(f) for f in data["split"]),
             int(cfg["seed"]),
         ),
+        "labels": label_scale(dataset),
         "device": device_type(train["device"]),
         "bf16": bool(train["bf16"]),
         "world_size": int(train["gpus"]),
@@ -476,7 +483,7 @@ def run_group(
     from tqdm import tqdm
 
     from aoaffm.config import ConfigError
-    from aoaffm.data import load_processed
+    from aoaffm.data import DataError, load_processed
     from aoaffm.train import train_model
 
     runs = plan(cfg, group, dataset, runs_root)
@@ -494,6 +501,11 @@ def run_group(
     # Fail before any training on a missing pretrained model or a bad setting.
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     for spec in runs:
+        if data.label_range != spec.labels:
+            raise DataError(
+                f"{data.path}: labels {list(data.label_range)}, but {spec.run_id} is planned on "
+                f"{list(spec.labels)}; rebuild it: python stages/preprocess.py {dataset}"
+            )
         if spec.world_size != world_size:
             raise ConfigError(
                 f"{spec.run_id}: planned for {spec.world_size} process(es) (train.gpus) but "
@@ -541,9 +553,11 @@ PROTOCOL_NOTES = (
     "Loss per mini-batch: half the sum of squared errors plus λ/2 times the squared L2 norm "
     "of the attention W (λ1) and of Q (λ2), as tf.nn.l2_loss / l2_regularizer in the AFM code; "
     "λ1 = λ2 = the λ of Table 2.",
-    "RMSE on predictions clipped to the label range [-1, 1] (AFM/NFM code). The training RMSE "
-    "of Figure 4 is the whole training set's, in evaluation mode after each epoch (the AFM "
-    "code's evaluate(Train_data)), so it is comparable with the validation RMSE.",
+    "RMSE on predictions clipped to the label range (AFM/NFM code): [-1, 1] on Frappe and "
+    "MovieLens, [0, 1] on Criteo (meta.json's labels; the note on Criteo's labels gives the "
+    "evidence). The training RMSE of Figure 4 is the whole training set's, in evaluation mode "
+    "after each epoch (the AFM code's evaluate(Train_data)), so it is comparable with the "
+    "validation RMSE.",
     "Early stopping: after more than 5 epochs, stop once the validation RMSE rose 4 epochs in "
     "a row; the best epoch's weights are kept and evaluated on the test set (AFM code).",
     "Adagrad with initial accumulator 1e-8 (the TensorFlow code's value).",
