@@ -1,9 +1,11 @@
 """Evaluation metrics.
 
-RMSE follows the public AFM/NFM code: predictions are clipped to the label range [-1, 1]
-before the error is taken (a prediction of 1.7 for a positive costs nothing there). The sums
-run in float64 so that the metric does not depend on how a split is cut into batches beyond
-float64 rounding.
+RMSE follows the public AFM/NFM code: predictions are clipped to the label range before the
+error is taken (a prediction of 1.7 for a positive costs nothing there). The AFM code clips to
+the smallest and largest label of the evaluated set; here the range is the dataset's label
+scale (``label_range``: [-1, 1] by default, [0, 1] for Criteo, see :mod:`aoaffm.labels`), the
+same on every batch of a split. The sums run in float64 so that the metric does not depend on
+how a split is cut into batches beyond float64 rounding.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import math
 import numpy as np
 import torch
 
-LABEL_RANGE = (-1.0, 1.0)  # labels are 1 / -1 (NFM/AFM convention)
+from aoaffm.labels import PM1
 
 
 def _as_vector(values, name: str) -> torch.Tensor:
@@ -23,15 +25,18 @@ def _as_vector(values, name: str) -> torch.Tensor:
     return tensor.detach().to(torch.float64)
 
 
-def clip_predictions(predictions: torch.Tensor, low: float = -1.0, high: float = 1.0):
+def clip_predictions(predictions: torch.Tensor, low: float = PM1[0], high: float = PM1[1]):
     """Predictions bounded to [low, high] (the AFM/NFM evaluation does this before RMSE)."""
     if not low < high:
         raise ValueError(f"clip range: expected low < high, got [{low}, {high}]")
     return predictions.clamp(low, high)
 
 
-def sum_squared_error(predictions, labels, clip: bool = True) -> torch.Tensor:
-    """Σ (ŷ - y)² as a float64 scalar tensor on the predictions' device (no host sync)."""
+def sum_squared_error(
+    predictions, labels, clip: bool = True, label_range: tuple[float, float] = PM1
+) -> torch.Tensor:
+    """Σ (ŷ - y)² as a float64 scalar tensor on the predictions' device (no host sync); with
+    ``clip`` the predictions are first bounded to ``label_range``."""
     pred = _as_vector(predictions, "predictions")
     target = _as_vector(labels, "labels").to(pred.device)
     if pred.shape != target.shape:
@@ -39,17 +44,18 @@ def sum_squared_error(predictions, labels, clip: bool = True) -> torch.Tensor:
             f"predictions and labels differ in length: {pred.shape[0]} vs {target.shape[0]}"
         )
     if clip:
-        pred = clip_predictions(pred, *LABEL_RANGE)
+        pred = clip_predictions(pred, *label_range)
     return (pred - target).square().sum()
 
 
-def rmse(predictions, labels, clip: bool = True) -> float:
-    """Root mean squared error; with ``clip`` the predictions are first bounded to [-1, 1].
+def rmse(predictions, labels, clip: bool = True, label_range: tuple[float, float] = PM1) -> float:
+    """Root mean squared error; with ``clip`` the predictions are first bounded to
+    ``label_range`` ([-1, 1] unless given).
 
     Accepts numpy arrays, torch tensors or sequences of equal length. A NaN prediction gives
     a NaN result (it is not clipped away), so divergence stays visible.
     """
-    total = sum_squared_error(predictions, labels, clip)
+    total = sum_squared_error(predictions, labels, clip, label_range)
     count = _as_vector(labels, "labels").shape[0]
     if count == 0:
         raise ValueError("rmse of an empty set of predictions is undefined")

@@ -53,7 +53,7 @@ def _expected_kaggle_rows(path, min_count=10) -> list[tuple]:
             key = kind(t[j])
             row.append(offset + layout.index(t[j] if key == "kept" else key))
         offset += len(layout)
-    labels = [1.0 if r["label"] == "1" else -1.0 for r in records]
+    labels = [1.0 if r["label"] == "1" else 0.0 for r in records]
     return [(*row, label) for row, label in zip(rows, labels, strict=True)], offset
 
 
@@ -72,6 +72,7 @@ def test_kaggle_sample_becomes_39_fields(mirror_dir, tmp_path):
         "test": 20,
     }
     assert meta["positives"] + meta["negatives"] == 200 and meta["positives"] == 49
+    assert meta["labels"] == [0.0, 1.0] and ds.label_range == (0.0, 1.0)  # Table 4's scale
     expected, n_features = _expected_kaggle_rows(paths["train"])
     assert meta["features"] == n_features
     ids, labels = all_rows(ds)
@@ -79,16 +80,19 @@ def test_kaggle_sample_becomes_39_fields(mirror_dir, tmp_path):
     assert ours == dict(Counter(tuple(int(x) for x in row) for row in expected))
 
 
-def _write_libsvm(path, rows, rng, values=None):
-    """Random 39-field lines; field j draws from a pool of hashed indices in 1..500, so
-    fields share indices (as hashing does)."""
+def _write_libsvm(path, rows, rng, values=None, pm1=False):
+    """Random 39-field lines with 0/1 labels (``pm1``: written as -1/1); field j draws from a
+    pool of hashed indices in 1..500, so fields share indices (as hashing does)."""
     pools = [rng.choice(np.arange(1, 501), size=3 + 4 * j, replace=False) for j in range(N_FIELDS)]
     raw = np.stack([pool[rng.integers(0, len(pool), rows)] for pool in pools], axis=1)
     labels = rng.integers(0, 2, rows)
     vals = np.ones(raw.shape) if values is None else values
     with open(path, "w") as f:
         for label, line, vline in zip(labels, raw, vals, strict=True):
-            f.write(f"{label} " + " ".join(f"{i}:{v:g}" for i, v in zip(line, vline, strict=True)))
+            f.write(
+                f"{2 * label - 1 if pm1 else label} "
+                + " ".join(f"{i}:{v:g}" for i, v in zip(line, vline, strict=True))
+            )
             f.write("\n")
     return raw, labels
 
@@ -127,11 +131,23 @@ def test_libsvm_reader_and_renumbering_on_a_generated_file(tmp_path):
     ds = load_processed(tmp_path / "out")
     test = ds.split("test")  # the test file, in file order
     assert np.array_equal(test.ids, test_ids)
-    assert np.array_equal(test.labels, np.where(test_labels == 1, 1, -1))
-    assert test.values is None
+    assert np.array_equal(test.labels, test_labels)  # 0/1 as in the file: Table 4's scale
+    assert meta["labels"] == [0.0, 1.0] and test.values is None
     carved = np.concatenate([ds.split("train").ids, ds.split("validation").ids])
     assert row_counts(carved) == row_counts(train_ids)
     assert meta["positives"] == int(train_labels.sum() + test_labels.sum())
+
+
+def test_libsvm_labels_given_as_pm1_are_stored_as_0_1(tmp_path):
+    rng = np.random.default_rng(2)
+    _write_libsvm(tmp_path / "train.svm", 90, rng, pm1=True)
+    _, test_labels = _write_libsvm(tmp_path / "test.svm", 30, rng, pm1=True)
+    meta = _build_libsvm(tmp_path, 4096)
+    ds = load_processed(tmp_path / "out")
+    assert np.array_equal(ds.split("test").labels, test_labels)
+    stacked = np.concatenate([ds.split(s).labels for s in ("train", "validation", "test")])
+    assert set(np.unique(stacked)) == {0.0, 1.0} and meta["positives"] == int(stacked.sum())
+    assert ds.label_range == (0.0, 1.0)
 
 
 def test_libsvm_values_other_than_one_are_kept(tmp_path):

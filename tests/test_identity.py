@@ -17,7 +17,9 @@ from conftest import REPO_ROOT
 from test_train_units import make_synthetic
 
 from aoaffm.config import PROFILES, ConfigError, resolve
+from aoaffm.data import DataError
 from aoaffm.experiments import IDENTITY, SETTING_DECISIONS, plan, run_group
+from aoaffm.labels import PM1, ZERO_ONE
 from aoaffm.models import native
 from aoaffm.train import RunMismatch, TrainConfig
 
@@ -193,3 +195,26 @@ def test_other_cpu_step_code_is_refused(finished_state):
         pytest.skip("the C++ kernels are not available here: nothing to switch")
     with native.enabled(False), pytest.raises(RunMismatch, match="step_code"):
         run_group(resolve(params), "table3", "frappe", **kw)
+
+
+def test_the_label_scale_is_in_the_identity_of_criteo_runs_only():
+    """Criteo's 0/1 labels name other runs than its ±1 labels did; runs on ±1 data keep the
+    ids they had before the scale entered the identity."""
+    cfg = resolve(_tiny(_params()))
+    for dataset, scale in (("frappe", PM1), ("movielens", PM1), ("criteo", ZERO_ONE)):
+        for run in plan(cfg, "table3", dataset):
+            assert run.labels == scale
+            assert ("labels" in run.settings()) == (scale != PM1), (dataset, run.run_id)
+            other = ZERO_ONE if scale == PM1 else PM1
+            assert dataclasses.replace(run, labels=other).run_id != run.run_id
+
+
+def test_data_on_another_label_scale_is_refused_before_training(tmp_path):
+    """A Criteo build from before its labels became 0/1 (±1 arrays) is not trained on."""
+    make_synthetic(tmp_path / "data" / "criteo")  # ±1 labels
+    kw = {"data_root": tmp_path / "data", "runs_root": tmp_path / "runs", "progress": False}
+    with pytest.raises(DataError, match=r"labels \[-1.0, 1.0\].*planned on \[0.0, 1.0\].*rebuild"):
+        run_group(resolve(_tiny(_params())), "table3", "criteo", **kw)
+    assert not (tmp_path / "runs" / "table3" / "criteo").exists() or not any(
+        (tmp_path / "runs" / "table3" / "criteo").iterdir()
+    )

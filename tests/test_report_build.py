@@ -175,6 +175,8 @@ def test_report_has_every_section_and_the_quick_banner(built):
     assert "4adc616de57170f282397f6e6e30215f97fa7ad1b7f40bd12ef5dceaaf3e9b4e" in text
     assert "abc123" in text and "cpu (" in text
     assert "Learning rate fixed at 0.05" in text
+    protocol = text.split("## Protocol choices where the paper is silent")[1].split("\n## ")[0]
+    assert "Criteo labels are 0/1" in protocol and "0.437 on 0/1 and 0.873 on ±1" in protocol
     params = paths["params"].read_text()
     assert "| FM      | Frappe    | 1,377,583 " in params and "| 1.38M  | 1.38M   | yes" in params
     table_lines = [line for line in params.splitlines() if line.startswith("|")]

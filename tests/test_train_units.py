@@ -18,6 +18,7 @@ from torch import nn
 from aoaffm.data import load_processed
 from aoaffm.data.processed import dataset_meta, write_arrays
 from aoaffm.io import read_json, write_json
+from aoaffm.labels import PM1, ZERO_ONE
 from aoaffm.metrics import clip_predictions, rmse, sum_squared_error
 from aoaffm.models import create, load_model
 from aoaffm.train import (
@@ -34,8 +35,9 @@ from aoaffm.train.distributed import DistributedContext, shard_bounds
 FIELD_SIZES = (20, 15, 6, 4)
 
 
-def make_synthetic(folder: Path, n_rows: int = 3000, seed: int = 0):
-    """A processed folder whose ±1 labels follow a random FM (learnable, so RMSE falls).
+def make_synthetic(folder: Path, n_rows: int = 3000, seed: int = 0, labels=PM1):
+    """A processed folder whose labels (±1, or the (negative, positive) of ``labels``) follow a
+    random FM (learnable, so RMSE falls).
 
     The last id of field 0 (id 19) never occurs: an embedding row no batch touches.
     """
@@ -47,7 +49,7 @@ def make_synthetic(folder: Path, n_rows: int = 3000, seed: int = 0):
     vectors = rng.normal(size=(sum(FIELD_SIZES), 3))[ids]
     pairwise = 0.5 * (vectors.sum(1) ** 2 - (vectors**2).sum(1)).sum(1)
     score = weights[ids].sum(1) + pairwise
-    labels = np.where(score > np.median(score), 1.0, -1.0)
+    scale, labels = labels, np.where(score > np.median(score), labels[1], labels[0])
     bounds = {"train": (0, 2100), "validation": (2100, 2700), "test": (2700, n_rows)}
     folder.mkdir(parents=True, exist_ok=True)
     for name, (start, end) in bounds.items():
@@ -58,10 +60,11 @@ def make_synthetic(folder: Path, n_rows: int = 3000, seed: int = 0):
         field_names=[f"field{i}" for i in range(len(FIELD_SIZES))],
         field_sizes=list(FIELD_SIZES),
         split_rows={name: end - start for name, (start, end) in bounds.items()},
-        positives=int((labels > 0).sum()),
-        negatives=int((labels < 0).sum()),
+        positives=int((labels == scale[1]).sum()),
+        negatives=int((labels == scale[0]).sum()),
         seed=seed,
         sources={},
+        labels=scale,
     )
     write_json(folder / "meta.json", meta)
     return load_processed(folder)
@@ -105,6 +108,13 @@ def test_rmse_clips_predictions_to_label_range():
     assert clip_predictions(torch.tensor([2.0, -2.0, 0.3])).tolist() == pytest.approx(
         [1.0, -1.0, 0.3]
     )
+
+
+def test_rmse_clips_to_the_label_range_it_is_given():
+    predictions, labels = [1.7, -0.4, 0.5], [1.0, 0.0, 0.0]
+    # on 0/1: 1, 0, 0.5 -> errors 0, 0, 0.5; with the default ±1 range -0.4 would cost 0.16
+    assert rmse(predictions, labels, label_range=ZERO_ONE) == pytest.approx(math.sqrt(0.25 / 3))
+    assert rmse(predictions, labels) == pytest.approx(math.sqrt((0.16 + 0.25) / 3))
 
 
 def test_rmse_matches_brute_force_and_accepts_arrays_and_tensors():
@@ -318,6 +328,37 @@ def test_early_stopping_keeps_the_best_epoch(synthetic):
     metrics = train_model(model, synthetic, settings, progress=False)
     assert metrics["stopped_early"] and metrics["epochs"] < 30
     assert metrics["best_epoch"] <= metrics["epochs"] - 2
+
+
+class Constant(nn.Module):
+    """Predicts one trainable value for every row."""
+
+    def __init__(self, value: float):
+        super().__init__()
+        self.value = nn.Parameter(torch.tensor([value]))
+
+    def forward(self, ids, values):
+        return self.value.expand(ids.shape[0])
+
+
+def test_trainer_clips_to_the_label_range_in_meta(tmp_path):
+    """0/1 data (meta.json's labels [0, 1]): a prediction of -2 is clipped to 0, so its RMSE
+    is the all-zero predictor's; the same arrays without the key (a build from before it) are
+    ±1 data, where -2 is clipped to -1."""
+    data = make_synthetic(tmp_path / "data", labels=ZERO_ONE)
+    assert data.meta["labels"] == [0.0, 1.0] and data.label_range == ZERO_ONE
+    test = np.array(data.split("test").labels, dtype=np.float64)
+    assert set(np.unique(test)) == {0.0, 1.0}
+    settings = config(learning_rate=1e-9, epochs=1)  # Adagrad's first step moves it by 1e-9
+    metrics = train_model(Constant(-2.0), data, settings, progress=False)
+    assert metrics["test_rmse"] == pytest.approx(math.sqrt(np.mean(test**2)), rel=1e-6)
+    meta = read_json(tmp_path / "data" / "meta.json")
+    del meta["labels"]
+    write_json(tmp_path / "data" / "meta.json", meta)
+    older = load_processed(tmp_path / "data")
+    assert older.label_range == PM1
+    metrics = train_model(Constant(-2.0), older, settings, progress=False)
+    assert metrics["test_rmse"] == pytest.approx(math.sqrt(np.mean((test + 1) ** 2)), rel=1e-6)
 
 
 def test_nan_is_reported_as_divergence(synthetic):

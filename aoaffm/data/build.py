@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from aoaffm.io import atomic_dir, write_json
+from aoaffm.labels import label_scale
 
 from .criteo import build_kaggle, build_libsvm
 from .errors import DataError
@@ -35,7 +36,7 @@ from .processed import (
 from .readers import (
     BLOCK_BYTES,
     FRAPPE_FIELDS,
-    labels_to_pm1,
+    map_labels,
     read_frappe_log,
     read_libfm,
     read_movielens_tags,
@@ -45,7 +46,7 @@ from .sources import provenance, sources_for
 
 MOVIELENS_FIELDS = ("user", "movie", "tag")
 NFM_FIELDS = {"frappe": FRAPPE_FIELDS, "movielens": MOVIELENS_FIELDS}
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: meta.json names the label scale; Criteo's labels are 0/1 (were ±1)
 
 
 def first_appearance_codes(frame: pd.DataFrame) -> tuple[np.ndarray, list[int]]:
@@ -158,7 +159,7 @@ def build_frappe_nfm_rebuilt(out: Path, paths: dict[str, Path], options: dict) -
     for split in ("validation", "test"):
         path = Path(paths[split])
         block = read_libfm(path, n_fields, progress=options["progress"])
-        labels = labels_to_pm1(path, block.labels, 1, {1.0: 1.0, -1.0: -1.0})
+        labels = map_labels(path, block.labels, 1, {1.0: 1.0, -1.0: -1.0})
         published[split] = (path, block.ids, labels)
     held_out = [(split, np.flatnonzero(labels == 1)) for split, (_, _, labels) in published.items()]
     held_ids = np.concatenate([published[split][1][rows] for split, rows in held_out])
@@ -263,7 +264,7 @@ def build_nfm(out: Path, paths: dict[str, Path], options: dict) -> dict[str, Any
     for split in SPLITS:
         path = Path(paths[split])
         block = read_libfm(path, len(names), progress=options["progress"])
-        labels = labels_to_pm1(path, block.labels, 1, {1.0: 1.0, -1.0: -1.0})
+        labels = map_labels(path, block.labels, 1, {1.0: 1.0, -1.0: -1.0})
         data[split] = (path, block, labels)
     offsets, field_sizes = nfm_layout({path: block.ids for path, block, _ in data.values()})
     for split, (_, block, labels) in data.items():
@@ -345,6 +346,7 @@ def build_dataset(
             split_rows=built.pop("split_rows"),
             positives=built.pop("positives"),
             negatives=built.pop("negatives"),
+            labels=label_scale(dataset),
             seed=seed,
             sources=provenance(paths, registry),
             format_version=FORMAT_VERSION,

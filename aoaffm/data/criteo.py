@@ -6,7 +6,8 @@ field's indices are renumbered into the field's own contiguous range (ascending 
 two fields hashing a value to the same index stay two features. The validation split is
 carved from the train file: a seeded random ``split[1] / (split[0] + split[1])`` of its rows
 (2/9 with 70/20/10), in file order; the test file stays the test split. Labels 0/1 (or -1/1)
-become -1/1. Values are stored only if some value is not 1.
+become 0/1, Table 4's scale (:mod:`aoaffm.labels`). Values are stored only if some value is
+not 1.
 
 **Raw Kaggle** (``label, I1..I13, C1..C26``; ``train.txt`` or the 200-row CSV sample): the
 winning solution's feature engineering. An integer v > 2 becomes the bin floor(ln(v)^2), a
@@ -14,7 +15,8 @@ smaller one keeps its own value (a separate token from the bins); a category see
 ``min_count`` times (default 10) becomes the field's "rare" value; an empty cell is the
 field's "missing" value. Each field's ids are [missing][rare][values in ascending order], the
 first two only where they occur. All rows go 70/20/10 at random (seeded), file order kept
-within a split (Kaggle's own test file has no labels). No negative sampling for Criteo.
+within a split (Kaggle's own test file has no labels). Labels 0/1 as in the file. No negative
+sampling for Criteo.
 
 Two passes either way: LIBSVM parses once (writing raw indices and noting which occur per
 field) and renumbers the written matrix in place; Kaggle counts values first, then parses
@@ -29,6 +31,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from aoaffm.labels import label_scale
 from .errors import DataError
 from .processed import (
     ID_DTYPE,
@@ -46,13 +49,14 @@ from .readers import (
     count_lines,
     iter_criteo_kaggle,
     iter_libfm,
-    labels_to_pm1,
+    map_labels,
 )
 from .sampling import rngs, split_assignment
 
 N_FIELDS = len(CRITEO_FIELDS)
 MAX_RAW_INDEX = 1 << 28  # per-field occurrence bitmaps: 39 x 256 MB at most
 REMAP_ROWS = 1 << 16  # rows renumbered at a time (10 MB of ids)
+NEGATIVE, POSITIVE = label_scale("criteo")
 
 
 class SplitWriter:
@@ -120,8 +124,8 @@ def build_libsvm(out: Path, paths: dict[str, Path], options: dict) -> dict[str, 
     for path, routing in ((train_path, assignment), (test_path, None)):
         row = 0
         for block in iter_libfm(path, N_FIELDS, block_bytes=block_bytes, progress=progress):
-            labels = labels_to_pm1(path, block.labels, block.first_line, PM1_FROM_01)
-            positives += int((labels == 1).sum())
+            labels = map_labels(path, block.labels, block.first_line, LIBSVM_LABELS)
+            positives += int((labels == POSITIVE).sum())
             _note_indices(path, block, present)
             values = None if (block.values == 1).all() else block.values
             n = len(labels)
@@ -149,7 +153,7 @@ def build_libsvm(out: Path, paths: dict[str, Path], options: dict) -> dict[str, 
     )
 
 
-PM1_FROM_01 = {0.0: -1.0, 1.0: 1.0, -1.0: -1.0}
+LIBSVM_LABELS = {0.0: NEGATIVE, -1.0: NEGATIVE, 1.0: POSITIVE}
 
 
 def _note_indices(path: Path, block, present: list[np.ndarray]) -> None:
@@ -266,8 +270,8 @@ def build_kaggle(out: Path, paths: dict[str, Path], options: dict) -> dict[str, 
             found = v["kept"][slot] == tokens[:, j] if len(v["kept"]) else np.zeros(len(ids), bool)
             local = np.where(found, v["first_kept"] + slot, v["rare"])
             ids[:, j] = offsets[j] + np.where(missing[:, j], v["missing"], local)
-        labels = np.where(block.labels == 1, 1.0, -1.0).astype(LABEL_DTYPE)
-        positives += int((labels == 1).sum())
+        labels = np.where(block.labels == 1, POSITIVE, NEGATIVE).astype(LABEL_DTYPE)
+        positives += int((labels == POSITIVE).sum())
         _route(writers, assignment[row : row + len(ids)], ids, labels, None)
         row += len(ids)
     for writer in writers:

@@ -1,5 +1,6 @@
-"""The processed format (DESIGN §2): per split an int32 id matrix, float32 labels 1/-1,
-optional float32 values, and one ``meta.json``; plus the writers the builders share.
+"""The processed format (DESIGN §2): per split an int32 id matrix, float32 labels (1/-1, or
+0/1 for Criteo: ``meta.json``'s ``labels``, see :mod:`aoaffm.labels`), optional float32 values,
+and one ``meta.json``; plus the writers the builders share.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from aoaffm.io import read_json
+from aoaffm.labels import PM1, scale_of
 
 from .errors import DataError
 
@@ -42,7 +44,7 @@ REQUIRED_META = (
 @dataclass(frozen=True)
 class Split:
     ids: np.ndarray  # int32 [N, F] global feature ids
-    labels: np.ndarray  # float32 [N], 1 / -1
+    labels: np.ndarray  # float32 [N], on the dataset's label scale (ProcessedDataset.label_range)
     values: np.ndarray | None  # float32 [N, F]; None means every active feature has value 1
 
     def __len__(self) -> int:
@@ -73,6 +75,11 @@ class ProcessedDataset:
         # a build older than the digest: its meta.json stands in (sources, seed, counts)
         encoded = json.dumps(self.meta, sort_keys=True).encode()
         return "meta-sha256:" + hashlib.sha256(encoded).hexdigest()
+
+    @property
+    def label_range(self) -> tuple[float, float]:
+        """(negative, positive) label: what RMSE clips predictions to (±1 for older builds)."""
+        return scale_of(self.meta)
 
     @property
     def field_names(self) -> list[str]:
@@ -171,9 +178,11 @@ def dataset_meta(
     negatives: int,
     seed: int,
     sources: dict[str, Any],
+    labels: tuple[float, float] = PM1,
     **extra: Any,
 ) -> dict[str, Any]:
-    """meta.json, Table 1's statistics included (features = sum of the field sizes)."""
+    """meta.json, Table 1's statistics included (features = sum of the field sizes);
+    ``labels`` is the (negative, positive) label of the arrays."""
     features = int(sum(field_sizes))
     fields = len(field_names)
     instances = int(sum(split_rows.values()))
@@ -190,6 +199,7 @@ def dataset_meta(
         "split_sizes": {name: int(split_rows[name]) for name in SPLITS},
         "positives": int(positives),
         "negatives": int(negatives),
+        "labels": [float(x) for x in labels],
         "seed": int(seed),
         "sources": sources,
         **extra,

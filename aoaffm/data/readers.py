@@ -208,8 +208,9 @@ def read_libfm(
     )
 
 
-def labels_to_pm1(path, labels: np.ndarray, first_line: int, allowed: dict[float, float]):
-    """Map raw labels to 1 / -1 (``allowed``: raw -> mapped); anything else is an error."""
+def map_labels(path, labels: np.ndarray, first_line: int, allowed: dict[float, float]):
+    """Map raw labels to the dataset's scale (``allowed``: raw -> mapped); anything else is
+    an error."""
     out = np.full(len(labels), np.nan, dtype=np.float32)
     for raw, mapped in allowed.items():
         out[labels == raw] = mapped

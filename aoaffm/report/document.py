@@ -12,6 +12,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from ..io import atomic_dir, write_json, write_text
+from ..labels import criteo_scale_evidence
 from . import tables
 from .claims import NOT_EVALUABLE, NOT_REPRODUCED, REPRODUCED, SPREAD_RULE, evaluate_claims
 from .figures import (
@@ -22,7 +23,7 @@ from .figures import (
     plot_figure3,
     plot_figure4,
 )
-from .paper import DATASET_LABELS, FIGURES_NOTE, MODEL_LABELS, paper_cells
+from .paper import DATASET_LABELS, FIGURES_NOTE, MODEL_LABELS, TABLE4, paper_cells
 from .records import load_json, table_cell, validate_records
 
 PAPER_PROFILE = "paper"
@@ -227,6 +228,11 @@ def _lr_search_section(records: list[dict]) -> str:
     )
 
 
+def _criteo_labels_note(metas: Mapping[str, Mapping]) -> str:
+    """Table 4's label scale and the evidence, with the rate of the Criteo this report used."""
+    return criteo_scale_evidence(tuple(r.test_rmse for r in TABLE4), metas.get("criteo"))
+
+
 def _gaps(records: list[dict], figure4_gaps: list[str], covered: Iterable[str]) -> list[str]:
     """Cells without runs among the datasets the profile covers."""
     covered = set(covered)
@@ -322,7 +328,7 @@ def build_report(
         _lr_search_section(records),
         params_md,
         "## Protocol choices where the paper is silent\n\n"
-        + ("\n".join(f"- {n}" for n in notes) or "None recorded."),
+        + "\n".join(f"- {n}" for n in [*notes, _criteo_labels_note(metas)]),
         _environment_section(environment, records),
         _provenance_section(metas),
     ]

@@ -22,10 +22,11 @@ class TrainConfig:
     ``initial_accumulator`` is Adagrad's starting sum of squared gradients (1e-8 in the AFM/NFM
     code). ``lambda_attention`` (λ1) weighs L2 on the attention network's W, ``lambda_interaction``
     (λ2) on the interaction-level weights Q. ``seed`` fixes batch order and dropout (the caller
-    seeds initialisation, see ``seed_everything``). ``clip`` bounds predictions to [-1, 1] before
-    RMSE, as the AFM/NFM code does. ``stop_rule`` is ``"rises"`` (the AFM code's) or
-    ``"plateau"`` (see ``aoaffm.train.stopping``). ``train_rmse_rows``: the per-epoch training
-    RMSE (Figure 4) on this many training rows drawn once with ``seed``; None: all of them.
+    seeds initialisation, see ``seed_everything``). ``clip`` bounds predictions to the data's
+    label range before RMSE, as the AFM/NFM code does. ``stop_rule`` is ``"rises"`` (the AFM
+    code's) or ``"plateau"`` (see ``aoaffm.train.stopping``). ``train_rmse_rows``: the
+    per-epoch training RMSE (Figure 4) on this many training rows drawn once with ``seed``;
+    None: all of them.
     """
 
     learning_rate: float

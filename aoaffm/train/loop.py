@@ -12,9 +12,11 @@ Choices where the paper is silent (they follow the public AFM/NFM TensorFlow cod
   sqrt(1e-8) = 1e-4.
 - Each epoch visits every training row once in a seeded random order; a trailing batch with
   fewer than two rows per process is skipped (batch norm cannot train on one row).
-- RMSE on predictions clipped to [-1, 1]. The per-epoch training RMSE is that of the whole
-  training set in evaluation mode after the epoch (the AFM code's ``evaluate(Train_data)``),
-  so that it is comparable with the validation RMSE in Figure 4 (no dropout noise in it).
+- RMSE on predictions clipped to the data's label range (``data.label_range``: [-1, 1], or
+  [0, 1] for Criteo; the AFM code clips to the labels' min and max). The per-epoch training
+  RMSE is that of the whole training set in evaluation mode after the epoch (the AFM code's
+  ``evaluate(Train_data)``), so that it is comparable with the validation RMSE in Figure 4
+  (no dropout noise in it).
 - Early stopping: after more than ``min_epochs`` epochs, stop once the validation RMSE rose
   ``patience`` epochs in a row. The best epoch (lowest validation RMSE) gives the weights
   kept and the test RMSE reported.
@@ -198,6 +200,7 @@ class _Trainer:
             name: _split_to_device(data, name, device, model_spec.get("n_features"))
             for name in SPLITS
         }
+        self.label_range = data.label_range  # what RMSE clips predictions to
         self.splits[TRAIN_RMSE_SPLIT] = _train_rmse_rows(
             self.splits["train"], config.train_rmse_rows, config.seed
         )
@@ -354,7 +357,9 @@ class _Trainer:
             ids, values, labels = data.rows(slice(low, min(low + self.config.eval_batch_size, end)))
             with self.autocast():
                 predictions = self.model(ids, values)
-            total += sum_squared_error(predictions.float(), labels, clip=self.config.clip)
+            total += sum_squared_error(
+                predictions.float(), labels, self.config.clip, self.label_range
+            )
         dist_utils.all_reduce_sum(total, self.ctx)
         return math.sqrt(total.item() / len(data))
 
