@@ -29,6 +29,8 @@ def pretrained_from(cfg: dict, model: str) -> str | None:
     if cfg["model"].get("pretrained_baselines"):
         return BASELINES_PRETRAINED_FROM.get(model)
     return None
+
+
 GROUPS = ("pretrain", "table2", "table3", "table4", "sweeps")
 SWEEP_PARAMS = ("embedding_size", "dropout", "lambda")
 
@@ -387,7 +389,6 @@ def run_group(
     from tqdm import tqdm
 
     from aoaffm.config import ConfigError
-
     from aoaffm.data import load_processed
     from aoaffm.train import train_model
 

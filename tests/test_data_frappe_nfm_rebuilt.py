@@ -58,7 +58,9 @@ def test_train_positives_are_the_log_rows_not_in_validation_or_test(mirror_dir, 
     train = rebuilt.split("train")
     positives = train.ids[train.labels == 1]
     assert len(positives) == 67_604 == 96_203 - 19_063 - 9_536
-    held = [ids[labels == 1] for ids, labels in (_nfm(mirror_dir, s) for s in ("validation", "test"))]
+    held = [
+        ids[labels == 1] for ids, labels in (_nfm(mirror_dir, s) for s in ("validation", "test"))
+    ]
     combined = row_counts(np.concatenate([positives, *held]))
     assert combined == row_counts(_log_positives(raw))  # multisets: train + held out = log
 
@@ -95,7 +97,9 @@ def test_a_held_out_positive_missing_from_the_log_names_file_and_line(mirror_dir
     bad = tmp_path / "frappe.test.libfm"
     bad.write_text("".join(lines))
     paths["test"] = bad
-    with pytest.raises(DataError, match=rf"frappe.test.libfm, line {first_positive + 1}: .*not a row"):
+    with pytest.raises(
+        DataError, match=rf"frappe.test.libfm, line {first_positive + 1}: .*not a row"
+    ):
         build_dataset("frappe", "nfm-rebuilt", paths, tmp_path / "out", seed=SEED, progress=False)
     assert not (tmp_path / "out").exists()
 

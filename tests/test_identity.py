@@ -160,7 +160,7 @@ def finished_state(tmp_path):
 def test_a_changed_setting_trains_again(finished_state, name):
     params, kw, first = finished_state
     again = _train(_changed(params, name), kw)
-    for spec, metrics in again:
+    for spec, _metrics in again:
         old_dir, _ = first[spec.model]
         assert spec.run_dir(kw["runs_root"]) != old_dir
         assert (spec.run_dir(kw["runs_root"]) / "metrics.json").is_file()
