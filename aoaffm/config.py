@@ -15,12 +15,14 @@ from typing import Any
 
 import yaml
 
+from aoaffm.errors import AoaffmError
+
 PROFILES = ("paper", "frappe", "quick")
 DATASETS = ("frappe", "movielens", "criteo")
 OVERRIDE_SECTIONS = ("model", "train", "data")
 
 
-class ConfigError(ValueError):
+class ConfigError(AoaffmError, ValueError):
     """A parameter has a value the protocol cannot use."""
 
 

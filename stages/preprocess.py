@@ -14,8 +14,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
+from aoaffm.cli import run_stage  # noqa: E402
 from aoaffm.config import load_config  # noqa: E402
-from aoaffm.data import DATASETS, DataError, build_dataset, source_paths  # noqa: E402
+from aoaffm.data import DATASETS, build_dataset, source_paths  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -46,7 +47,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except DataError as error:
-        sys.exit(f"preprocess: {error}")
+    run_stage(main, "preprocess")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
+from aoaffm.cli import run_stage  # noqa: E402
 from aoaffm.config import load_config  # noqa: E402
 from aoaffm.experiments import GROUPS, run_group  # noqa: E402
 
@@ -49,4 +50,4 @@ def main(argv: list[str] | None = None, default_group: str | None = None) -> Non
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main, "train")

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 
+from aoaffm.errors import AoaffmError
 
-class DataError(ValueError):
+
+class DataError(AoaffmError, ValueError):
     """Bad or missing input data; the message names the file, the line and what was expected."""
 
 

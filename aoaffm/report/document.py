@@ -11,7 +11,8 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from ..io import atomic_dir, write_json, write_text
+from ..errors import UnreadableFile
+from ..io import atomic_dir, read_json, write_json, write_text
 from . import tables
 from .claims import NOT_EVALUABLE, NOT_REPRODUCED, REPRODUCED, SPREAD_RULE, evaluate_claims
 from .figures import (
@@ -23,7 +24,7 @@ from .figures import (
     plot_figure4,
 )
 from .paper import DATASET_LABELS, FIGURES_NOTE, MODEL_LABELS, paper_cells
-from .records import load_json, table_cell, validate_records
+from .records import table_cell, validate_records
 
 PAPER_PROFILE = "paper"
 
@@ -300,13 +301,14 @@ def build_report(
     sections.append(
         "## Gaps\n\n" + ("\n".join(f"- {g}" for g in gaps) or "None: every cell has runs.")
     )
-    not_covered = sorted({DATASET_LABELS[d] for _, d, _, _ in paper_cells()} - {
-        DATASET_LABELS[d] for d in metas
-    })
+    not_covered = sorted(
+        {DATASET_LABELS[d] for _, d, _, _ in paper_cells()} - {DATASET_LABELS[d] for d in metas}
+    )
     if not_covered:
         sections[-1] += (
             f"\n\nNot run by profile `{profile}` (not failures): every cell on "
-            + ", ".join(not_covered) + "."
+            + ", ".join(not_covered)
+            + "."
         )
     paths["report"] = out_dir / "REPORT.md"
     write_text(paths["report"], "\n\n".join(s for s in sections if s) + "\n")
@@ -331,8 +333,8 @@ def read_metas(paths: Iterable[str | os.PathLike]) -> dict[str, dict]:
     """Each processed dataset's meta.json by its ``dataset`` name."""
     metas = {}
     for path in paths:
-        meta = load_json(path, "a processed dataset's meta.json")
+        meta = read_json(path, "a processed dataset's meta.json")
         if not isinstance(meta, dict) or "dataset" not in meta:
-            raise ValueError(f"{path}: expected a meta.json object with a 'dataset' key")
+            raise UnreadableFile(f"{path}: expected a meta.json object with a 'dataset' key")
         metas[meta["dataset"]] = meta
     return metas

@@ -1,0 +1,39 @@
+"""Atomic outputs: a failed write names the file, not its hidden temporary."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+
+from aoaffm.errors import UnreadableFile
+from aoaffm.io import (
+    atomic_dir,
+    atomic_path,
+    naming_errors,
+    read_json,
+)
+
+
+def test_a_failed_write_names_the_target_not_its_temporary(tmp_path):
+    target = tmp_path / "checkpoint.pt"
+    with pytest.raises(OSError) as error, atomic_path(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as a failed write() has none
+    assert error.value.errno == errno.ENOSPC and error.value.filename == str(target)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(OSError) as error, atomic_dir(tmp_path / "processed") as folder:
+        raise PermissionError(errno.EACCES, "Permission denied", str(folder / "train_ids.npy"))
+    assert error.value.filename == str(tmp_path / "processed" / "train_ids.npy")
+    source = str(tmp_path / "input.csv")  # an input read meanwhile keeps its own name
+    with pytest.raises(OSError) as error, naming_errors(tmp_path / "out", tmp_path / "tmp"):
+        raise PermissionError(errno.EACCES, "Permission denied", source)
+    assert error.value.filename == source
+
+
+def test_malformed_json_names_file_and_line(tmp_path):
+    path = tmp_path / "metrics.json"
+    path.write_text('{\n  "test_rmse": 0.3,\n')
+    with pytest.raises(UnreadableFile, match=r"metrics.json: line 3, column 1: not valid JSON"):
+        read_json(path)
