@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from aoaffm.errors import AoaffmError
+from aoaffm.errors import AoaffmError, first_line
 
 PROFILES = ("paper", "frappe", "quick")
 DATASETS = ("frappe", "movielens", "criteo")
@@ -76,13 +76,34 @@ def load_config(path: str | os.PathLike = "params.yaml", profile: str | None = N
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such params file (run from the repository root)")
-    with open(path, encoding="utf-8") as f:
-        params = yaml.safe_load(f) or {}
+    try:
+        text = path.read_text(encoding="utf-8")
+        params = yaml.safe_load(text) or {}
+    except UnicodeDecodeError as error:
+        line = text_line(path.read_bytes(), error.start)
+        raise ConfigError(f"{path}, line {line}: not UTF-8 text; save it as UTF-8") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}, {yaml_problem(error)}") from None
     if not isinstance(params, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     if profile is not None:
         params["profile"] = profile
     return resolve(params, str(path))
+
+
+def yaml_problem(error: yaml.YAMLError) -> str:
+    """``line N: not valid YAML (...)`` and what to do, from PyYAML's error and its marks."""
+    mark, context = getattr(error, "problem_mark", None), getattr(error, "context_mark", None)
+    problem = getattr(error, "problem", None) or first_line(error)
+    if context is not None and getattr(error, "context", None):
+        problem += f"; {error.context} on line {context.line + 1}"
+    line = f"line {mark.line + 1}: " if mark is not None else ""
+    return f"{line}not valid YAML ({problem}); fix it (`git diff` shows what changed)"
+
+
+def text_line(data: bytes, offset: int) -> int:
+    """The 1-based line of byte ``offset`` in ``data``."""
+    return data.count(b"\n", 0, offset) + 1
 
 
 # --------------------------------------------------------------------------- validation
@@ -118,7 +139,14 @@ def validate(cfg: dict, source: str = "params.yaml") -> None:
     from aoaffm.models import MODEL_NAMES
     from aoaffm.train.stopping import STOP_RULES
 
-    _check(isinstance(cfg["seed"], int), source, "seed", cfg["seed"], "an integer")
+    seed = cfg["seed"]
+    _check(
+        isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2**32,
+        source,
+        "seed",
+        seed,
+        "an integer in [0, 2**32 - 1] (numpy and torch take no negative seed)",
+    )
     for name in ("model", "train"):
         check_hparams(cfg["overrides"][name], source, name)
     check_hparams(cfg.get("model", {}), source, f"{cfg['profile']}.model")

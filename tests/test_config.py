@@ -142,3 +142,20 @@ def test_run_records_have_exactly_the_fields_the_report_reads(params):
     run = plan(cfg, "sweeps", "frappe")[0]
     for rec in record(run, {"validation_rmse": 0.3, "test_rmse": 0.3}):
         assert tuple(rec) == RECORD_FIELDS
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, True, 1.5])
+def test_seed_must_be_one_numpy_and_torch_take(params, seed):
+    with pytest.raises(ConfigError, match=r"seed = .*; expected an integer in \[0, 2\*\*32 - 1\]"):
+        _cfg(params, seed=seed)
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("profile: quick\nmodel:\n  dropout: 0.1\n   lambda: 2\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value).startswith(f"{path}, line 4: not valid YAML (mapping values are not")
+    path.write_bytes(b"profile: quick\n# caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"params.yaml, line 2: not UTF-8 text"):
+        load_config(path)

@@ -16,6 +16,7 @@ import runpy
 import shutil
 import subprocess
 import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from conftest import REPO_ROOT
 from data_fixtures import built, raw_files
 
 from aoaffm.config import load_config
+from aoaffm.data.readers import FRAPPE_COLUMNS, FRAPPE_MEMBER
 from aoaffm.experiments import plan
 
 STAGES = REPO_ROOT / "stages"
@@ -120,12 +122,105 @@ def run_dir(project: Path, group: str = "table4") -> Path:
     return spec.run_dir(project / "runs")
 
 
+def frappe_zip(path: Path, text: str) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr(FRAPPE_MEMBER, text)
+    return path
+
+
+FRAPPE_HEADER = "\t".join(FRAPPE_COLUMNS) + "\n"
+
+
+FRAPPE_ROW = "0\t1\t1\tmorning\tsunday\tweekend\tunknown\tfree\tsunny\tUnited States\t0\n"
+
+
+def preprocess_frappe(tmp_path, **run) -> tuple[Ended, Path]:
+    """The preprocess stage on ``tmp_path/raw/Mobile_Frappe.zip`` (the raw variant)."""
+    params = quick_params(tmp_path)
+    out = tmp_path / "processed" / "frappe"
+    args = ("frappe", "--params", str(params), "--raw", str(tmp_path / "raw"), "--out", str(out))
+    runner = run.pop("runner", None)
+    if runner is not None:
+        return runner("preprocess", *args, "--no-progress"), out
+    return run_process("preprocess", *args, "--no-progress", **run), out
+
+
 def nothing_left(out: Path) -> None:
     assert not out.exists()
     assert not list(out.parent.glob(f".{out.name}.*"))  # no temporary either
 
 
+# -------------------------------------------------------------------------------- malformed inputs
+
+
+def test_byte_that_is_not_utf8_names_file_and_line(tmp_path, in_process):
+    (tmp_path / "raw").mkdir()
+    latin1_row = FRAPPE_ROW.replace("sunny", "sunny\xe9").encode("latin-1")  # é as one byte
+    text = (FRAPPE_HEADER + FRAPPE_ROW * 5).encode() + latin1_row
+    with zipfile.ZipFile(tmp_path / "raw" / "Mobile_Frappe.zip", "w") as z:
+        z.writestr(FRAPPE_MEMBER, text)
+    ended, out = preprocess_frappe(tmp_path, runner=in_process)
+    one_line(
+        ended,
+        "preprocess",
+        f"Mobile_Frappe.zip:{FRAPPE_MEMBER}, line 7: byte 0xe9 at column ",
+        "is not UTF-8",
+    )
+    nothing_left(out)
+
+
+def test_zip_member_failing_its_crc_check(tmp_path, in_process):
+    (tmp_path / "raw").mkdir()
+    path = tmp_path / "raw" / "Mobile_Frappe.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        z.writestr(FRAPPE_MEMBER, FRAPPE_HEADER + FRAPPE_ROW * 50)
+    data = bytearray(path.read_bytes())
+    data[data.index(b"morning") + 2] ^= 0x20  # one flipped bit in the stored member
+    path.write_bytes(bytes(data))
+    assert zipfile.is_zipfile(path)  # the archive itself is still well-formed
+    ended, out = preprocess_frappe(tmp_path, runner=in_process)
+    one_line(
+        ended,
+        "preprocess",
+        f"Mobile_Frappe.zip:{FRAPPE_MEMBER}: damaged or incomplete zip archive (Bad CRC-32",
+        "delete it and run the download stage again",
+    )
+    nothing_left(out)
+
+
+def test_zip_cut_short_is_not_read_as_a_csv(mirror_dir, tmp_path, in_process):
+    (tmp_path / "raw").mkdir()
+    whole = (mirror_dir / "frappe" / "Mobile_Frappe.zip").read_bytes()
+    (tmp_path / "raw" / "Mobile_Frappe.zip").write_bytes(whole[: len(whole) // 2])
+    ended, out = preprocess_frappe(tmp_path, runner=in_process)
+    line = one_line(
+        ended,
+        "preprocess",
+        f"Mobile_Frappe.zip:{FRAPPE_MEMBER}: damaged or incomplete zip archive",
+        "delete it and run the download stage again",
+    )
+    assert "header" not in line and "line 1" not in line
+    nothing_left(out)
+
+
 # -------------------------------------------------------------------------------------- parameters
+
+
+def test_negative_seed_is_a_config_error(tmp_path, in_process):
+    params = quick_params(tmp_path)
+    params.write_text(params.read_text().replace("seed: 2019", "seed: -1"))
+    ended = in_process("preprocess", "criteo", "--params", str(params))
+    one_line(ended, "preprocess", f"{params}: seed = -1; expected an integer in [0, 2**32 - 1]")
+
+
+def test_yaml_syntax_error_names_its_line(tmp_path, in_process):
+    params = quick_params(tmp_path)
+    lines = params.read_text().splitlines()
+    bad = next(i for i, line in enumerate(lines) if line.startswith("  dropout:"))
+    lines[bad] = "  dropout: [0.1"  # an unclosed list
+    params.write_text("\n".join(lines) + "\n")
+    ended = in_process("train", "table4", "criteo", "--params", str(params))
+    one_line(ended, "train", f"{params}, line ", "not valid YAML (expected ',' or ']'")
 
 
 def test_bad_parameter_in_the_train_stage(project, in_process, monkeypatch):
