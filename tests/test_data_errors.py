@@ -233,6 +233,49 @@ def test_next_build_removes_what_a_killed_build_left(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "tags.dat"]
 
 
+# --------------------------------------------------------------------------- unusable builds
+
+
+def test_build_that_cannot_train_is_an_error_naming_the_inputs(tmp_path):
+    good = "1 " + " ".join(f"{j + 1}:1" for j in range(39)) + "\n"
+    negative = "0" + good[1:]
+    train, test = tmp_path / "train.svm", tmp_path / "test.svm"
+    paths = {"train": train, "test": test}
+    train.write_text(good * 8)
+    test.write_text(good + negative)
+    expected = (
+        "train.svm, test.svm: the train split has no rows labelled -1; expected both labels, "
+        "1 and -1 (a model trained on one label learns nothing): check that it is the right file"
+    )
+    _fails("criteo", "libsvm", paths, tmp_path / "out", expected)
+    train.write_text((good + negative) * 4)
+    test.write_text("")
+    expected = (
+        "train.svm, test.svm: 8 instances leave the test split empty; expected rows in every "
+        "split: use more data, or other data.split fractions"
+    )
+    _fails("criteo", "libsvm", paths, tmp_path / "out", expected)
+
+
+def test_field_without_values_is_an_error(tmp_path):
+    from aoaffm.data.build import check_usable
+
+    built = {"split_rows": dict.fromkeys(("train", "validation", "test"), 3),
+             "field_names": ["user", "item"], "field_sizes": [4, 0]}  # fmt: skip
+    with pytest.raises(DataError, match=r"^log.csv: field 'item' has no values; expected at"):
+        check_usable(built, tmp_path, {"log": tmp_path / "log.csv"})
+
+
+def test_too_little_data_to_sample_negatives_names_the_file(tmp_path):
+    path = tmp_path / "tags.dat"
+    path.write_text("1::10::funny::100\n")
+    expected = (
+        "tags.dat: user+movie 0 used 1 of the 1 tag values; cannot draw 2 unused ones as "
+        "negatives (too little data to sample from?)"
+    )
+    _fails("movielens", "ml10m-tags", {"tags": path}, tmp_path / "out", expected)
+
+
 # --------------------------------------------------------------------------- encodings, archives
 
 

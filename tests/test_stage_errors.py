@@ -150,6 +150,17 @@ def nothing_left(out: Path) -> None:
     assert not list(out.parent.glob(f".{out.name}.*"))  # no temporary either
 
 
+# -------------------------------------------------------------------- data a model cannot train on
+
+
+def test_frappe_log_with_only_its_header_is_no_dataset(tmp_path):
+    (tmp_path / "raw").mkdir()
+    frappe_zip(tmp_path / "raw" / "Mobile_Frappe.zip", FRAPPE_HEADER)
+    ended, out = preprocess_frappe(tmp_path)
+    one_line(ended, "preprocess", "Mobile_Frappe.zip: no data rows (0 instances)", "download")
+    nothing_left(out)
+
+
 # -------------------------------------------------------------------------------- malformed inputs
 
 

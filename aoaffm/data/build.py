@@ -67,12 +67,14 @@ def build_with_negatives(
     *,
     swap: str,
     keep: str,
+    source: str,
     **extra: Any,
 ) -> dict[str, Any]:
     """Positives (field codes) + sampled negatives, split at random and written.
 
     Each positive gets ``negatives_per_positive`` negatives that copy it and replace field
     ``swap`` by a value its group (the fields named in ``keep``) never had in the data.
+    ``source`` names the input in messages.
     """
     swap_field = field_names.index(swap)
     group_fields = [field_names.index(name) for name in keep.split("+")]
@@ -83,8 +85,9 @@ def build_with_negatives(
         groups = groups * field_sizes[j] + positives[:, j]
     used = np.stack([groups, positives[:, swap_field]], axis=1)
     swapped = sample_negatives(
-        groups, used, field_sizes[swap_field], per_positive, sample_rng, group_name=keep
-    )
+        groups, used, field_sizes[swap_field], per_positive, sample_rng, group_name=keep,
+        candidate_name=swap, source=source,
+    )  # fmt: skip
     negatives = np.repeat(positives, per_positive, axis=0)
     negatives[:, swap_field] = swapped.ravel()
     ids = np.concatenate([positives, negatives]) + np.asarray(field_layout(field_sizes))
@@ -111,12 +114,12 @@ def build_with_negatives(
 
 
 def build_frappe_raw(out: Path, paths: dict[str, Path], options: dict) -> dict[str, Any]:
-    frame, _ = read_frappe_log(paths["log"])
+    frame, label = read_frappe_log(paths["log"])
     for column in ("user", "item", "city"):  # numeric values: '7' and '07' are one value
         frame[column] = frame[column].astype(np.int64)
     codes, field_sizes = first_appearance_codes(frame)
     return build_with_negatives(
-        out, codes, FRAPPE_FIELDS, field_sizes, options, swap="item", keep="user",
+        out, codes, FRAPPE_FIELDS, field_sizes, options, swap="item", keep="user", source=label,
         id_order="first appearance in frappe.csv (= NFM's ids)",
     )  # fmt: skip
 
@@ -190,7 +193,8 @@ def build_frappe_nfm_rebuilt(out: Path, paths: dict[str, Path], options: dict) -
     users = log_codes_by_field[:, FRAPPE_FIELDS.index("user")]
     swapped = sample_negatives(
         users, log_codes_by_field[:, [FRAPPE_FIELDS.index("user"), item]],
-        field_sizes[item], per_positive, sample_rng, group_name="user",
+        field_sizes[item], per_positive, sample_rng, group_name="user", candidate_name="item",
+        source=Path(paths["log"]).name,
     )  # fmt: skip
     negatives = np.repeat(log_ids, per_positive, axis=0)
     negatives[:, item] = swapped.ravel() + field_layout(field_sizes)[item]
@@ -231,7 +235,7 @@ def build_movielens_tags(out: Path, paths: dict[str, Path], options: dict) -> di
     codes, field_sizes = first_appearance_codes(distinct)
     return build_with_negatives(
         out, codes, MOVIELENS_FIELDS, field_sizes, options, swap="tag", keep="user+movie",
-        id_order="first appearance in the tags file",
+        source=paths["tags"].name, id_order="first appearance in the tags file",
         tag_applications=len(frame),
         duplicate_applications_dropped=len(frame) - len(distinct),
     )  # fmt: skip
@@ -291,6 +295,40 @@ BUILDERS: dict[tuple[str, str], Callable[[Path, dict[str, Path], dict], dict[str
 }
 
 
+def check_usable(built: dict[str, Any], folder: Path, paths: dict[str, Path]) -> None:
+    """A build that training cannot use is an error, not a dataset: it needs rows in every
+    split, both labels in the training split and at least one value in every field."""
+    inputs = ", ".join(dict.fromkeys(path.name for path in paths.values()))
+    rows = built["split_rows"]
+    sizes = zip(built["field_names"], built["field_sizes"], strict=True)
+    empty_fields = [name for name, size in sizes if size < 1]
+    if sum(rows.values()) == 0:
+        problem = (
+            "no data rows (0 instances); expected the dataset's rows: if the file was cut "
+            "short, delete it and run the download stage again"
+        )
+    elif empty_splits := [name for name in SPLITS if rows[name] == 0]:
+        problem = (
+            f"{sum(rows.values())} instances leave the {empty_splits[0]} split empty; expected "
+            "rows in every split: use more data, or other data.split fractions"
+        )
+    elif empty_fields:
+        problem = (
+            f"field {empty_fields[0]!r} has no values; expected at least one per field: check "
+            "that it is the right file"
+        )
+    else:
+        train = np.load(folder / "train_labels.npy", mmap_mode="r")
+        absent = [label for label in (1, -1) if not (train == label).any()]
+        if not absent:
+            return
+        problem = (
+            f"the train split has no rows labelled {absent[0]}; expected both labels, 1 and -1 "
+            "(a model trained on one label learns nothing): check that it is the right file"
+        )
+    raise DataError(f"{inputs}: {problem}")
+
+
 def build_dataset(
     dataset: str,
     variant: str,
@@ -337,6 +375,7 @@ def build_dataset(
         shutil.rmtree(stale, ignore_errors=True)
     with atomic_dir(out_dir) as tmp:
         built = BUILDERS[(dataset, variant)](tmp, paths, options)
+        check_usable(built, tmp, paths)
         meta = dataset_meta(
             dataset=dataset,
             variant=variant,
