@@ -21,13 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from conftest import REPO_ROOT
 from data_fixtures import built, raw_files
 
-from aoaffm.config import load_config
+from aoaffm.config import ConfigError, load_config
 from aoaffm.data.readers import FRAPPE_COLUMNS, FRAPPE_MEMBER
 from aoaffm.experiments import plan
+from aoaffm.train.distributed import check_world
 
 STAGES = REPO_ROOT / "stages"
 
@@ -384,3 +386,29 @@ def test_read_only_output_folder(mirror_dir, tmp_path):
         folder.chmod(0o755)
     one_line(ended, "preprocess", f"{folder}: permission denied", "make the folder writable")
     assert list(folder.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------- several processes
+
+
+def test_gpus_beyond_the_machine_are_refused_cpu_processes_only_on_request(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match=r"train.gpus = 2, but this machine has 0 CUDA dev"):
+        check_world(2, "auto")
+    with pytest.raises(ConfigError, match=r"train.device = 'cuda:1' names one GPU"):
+        check_world(2, "cuda:1")
+    assert "2 CPU processes" in check_world(2, "cpu")
+    assert check_world(1, "auto") is None
+
+
+def test_cpu_processes_start_without_torchrun_on_path(project):
+    params = project / "params.yaml"
+    text = params.read_text().replace("  gpus: 1", "  gpus: 2")
+    params.write_text(text.replace("  learning_rate: null", "  learning_rate: 1.0e+30"))
+    bare = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"} | {"PATH": "/usr/bin:/bin"}
+    ended = run_process("train", "table4", "criteo", "--no-progress", cwd=project, env=bare)
+    assert ended.returncode == 1 and "Traceback" not in ended.stderr, ended.stderr
+    assert "train.gpus = 2 with train.device = cpu: 2 CPU processes" in ended.stdout
+    assert ": epoch 1: train_rmse is nan" in ended.stderr  # a rank's own line
+    last = ended.stderr.strip().splitlines()[-1]
+    assert last.startswith("train: training process ") and "of 2 failed" in last, last
