@@ -1,7 +1,8 @@
 """Atomic file output: write to a temporary file beside the target, then rename.
 
-An interrupted writer therefore never leaves a file that looks complete. A failed write
-names the target, not its hidden temporary.
+An interrupted writer therefore never leaves a file that looks complete; what a killed one
+leaves is a hidden ``.<name>.<random>.tmp`` that :func:`remove_stale_temporaries` clears on
+the next start. A failed write names the target, not its hidden temporary.
 """
 
 from __future__ import annotations
@@ -81,6 +82,19 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, name: str = "*") -> None:
+    """Delete the temporaries that killed writes of ``folder/<name>`` left behind.
+
+    Call it where a process starts to write ``folder`` and no other writes there at the same
+    time (one run per run folder, one build per dataset).
+    """
+    for stale in Path(folder).glob(f".{name}.*{TMP_SUFFIX}"):
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
 
 
 def write_text(target: str | os.PathLike, text: str) -> None:

@@ -1,4 +1,5 @@
-"""Atomic outputs: a failed write names the file, not its hidden temporary."""
+"""Atomic outputs: what killed writes left is cleared on the next start, failed writes name
+the file, not its hidden temporary."""
 
 from __future__ import annotations
 
@@ -13,7 +14,17 @@ from aoaffm.io import (
     atomic_path,
     naming_errors,
     read_json,
+    remove_stale_temporaries,
 )
+
+
+def test_stale_temporaries_are_removed_and_nothing_else(tmp_path):
+    for name in (".checkpoint.pt.a1b2.tmp", ".history.json.c3d4.tmp", "keep.tmp", ".part"):
+        (tmp_path / name).write_text("x")
+    (tmp_path / ".processed.e5f6.tmp").mkdir()
+    (tmp_path / ".processed.e5f6.tmp" / "train_ids.npy").write_text("partial")
+    remove_stale_temporaries(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".part", "keep.tmp"]
 
 
 def test_a_failed_write_names_the_target_not_its_temporary(tmp_path):

@@ -300,6 +300,9 @@ def test_diverged_training_after_dvclive_started_is_one_line(project):
         params.read_text().replace("  learning_rate: null", "  learning_rate: 1.0e+30")
     )
     folder = run_dir(project)
+    folder.mkdir(parents=True)
+    stale = folder / ".checkpoint.pt.k1ll3d.tmp"  # what a write killed at an earlier start left
+    stale.write_bytes(b"half a checkpoint")
     ended = run_process("train", "table4", "criteo", "--no-progress", cwd=project)
     one_line(
         ended,
@@ -308,6 +311,7 @@ def test_diverged_training_after_dvclive_started_is_one_line(project):
         "lower the learning rate",
     )
     assert (folder / "dvclive").is_dir()  # dvclive had started
+    assert not stale.exists()
     assert not (folder / "metrics.json").exists() and not (folder / "model.pt").exists()
 
 

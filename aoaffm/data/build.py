@@ -10,7 +10,6 @@ Criteo's streamed builds number values in ascending order (see :mod:`aoaffm.data
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from aoaffm.io import atomic_dir, write_json
+from aoaffm.io import atomic_dir, remove_stale_temporaries, write_json
 
 from .criteo import build_kaggle, build_libsvm
 from .errors import DataError
@@ -371,8 +370,7 @@ def build_dataset(
         "block_bytes": block_bytes,
     }
     out_dir = Path(out_dir)
-    for stale in out_dir.parent.glob(f".{out_dir.name}.*.tmp"):  # left by a killed build
-        shutil.rmtree(stale, ignore_errors=True)
+    remove_stale_temporaries(out_dir.parent, out_dir.name)  # left by a killed build
     with atomic_dir(out_dir) as tmp:
         built = BUILDERS[(dataset, variant)](tmp, paths, options)
         check_usable(built, tmp, paths)

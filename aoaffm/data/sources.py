@@ -26,7 +26,7 @@ import requests
 from tqdm.auto import tqdm
 
 from aoaffm.errors import first_line
-from aoaffm.io import atomic_path, read_json, write_json
+from aoaffm.io import atomic_path, read_json, remove_stale_temporaries, write_json
 
 from .archives import is_zip, open_zip
 from .errors import DataError
@@ -478,6 +478,7 @@ def fetch_sources(
     mirror_dir = resolve_mirror(mirror)
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(dest_dir)  # copies killed half-way (a .part download resumes)
     listed = dest_dir / SOURCES_FILE
     previous = read_json(listed) if listed.is_file() else {}
     records = {}

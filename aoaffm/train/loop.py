@@ -38,7 +38,7 @@ from torch import nn
 from tqdm import tqdm
 
 from aoaffm.errors import AoaffmError, UnreadableFile
-from aoaffm.io import naming_errors, read_json, write_json
+from aoaffm.io import naming_errors, read_json, remove_stale_temporaries, write_json
 from aoaffm.metrics import sum_squared_error
 from aoaffm.train import distributed as dist_utils
 from aoaffm.train.allocator import keep_freed_memory
@@ -120,6 +120,8 @@ def train_model(
     _check_data_fits_model(data, model_spec)
     ctx = dist_utils.init_distributed(device)
     dist_utils.barrier(ctx)  # every rank sees the same files before deciding what to do
+    if run_dir is not None and ctx.is_main:
+        remove_stale_temporaries(run_dir)  # what writes killed at an earlier start left
     facts = run_facts(data, device, config)
     if run_dir is not None and (run_dir / METRICS_FILE).is_file():
         metrics = read_json(run_dir / METRICS_FILE)
