@@ -2,7 +2,8 @@
 
 An interrupted writer therefore never leaves a file that looks complete; what a killed one
 leaves is a hidden ``.<name>.<random>.tmp`` that :func:`remove_stale_temporaries` clears on
-the next start. A failed write names the target, not its hidden temporary.
+the next start. Outputs get the usual permissions (the umask's), not the temporaries' private
+0600/0700, so a shared results folder stays readable to colleagues.
 """
 
 from __future__ import annotations
@@ -21,6 +22,14 @@ import numpy as np
 from aoaffm.errors import AoaffmError, UnreadableFile, first_line
 
 TMP_SUFFIX = ".tmp"
+
+
+def _umask() -> int:
+    # The only portable way to read it is to set it; restored at once (outputs are written
+    # from the main thread, so no file is created under the placeholder meanwhile).
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
@@ -61,6 +70,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     try:
         with naming_errors(target, tmp_path):
             yield tmp_path
+            os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp's 0600 would stay private
             os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():
@@ -76,6 +86,7 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     try:
         with naming_errors(target, tmp):
             yield tmp
+            os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would stay private
             if target.exists():
                 shutil.rmtree(target)
             os.replace(tmp, target)

@@ -1,12 +1,14 @@
-"""Atomic outputs: what killed writes left is cleared on the next start, failed writes name
-the file, not its hidden temporary."""
+"""Atomic outputs: readable by colleagues (the umask's modes, not the temporaries' private
+ones), what killed writes left is cleared on the next start, failed writes name the file."""
 
 from __future__ import annotations
 
 import errno
 import os
+import stat
 
 import pytest
+import torch
 
 from aoaffm.errors import UnreadableFile
 from aoaffm.io import (
@@ -15,7 +17,33 @@ from aoaffm.io import (
     naming_errors,
     read_json,
     remove_stale_temporaries,
+    save_torch,
+    write_json,
 )
+
+
+@pytest.fixture
+def umask_022():
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_outputs_follow_the_umask_not_the_temporaries_private_modes(tmp_path, umask_022):
+    write_json(tmp_path / "results" / "runs.json", [])
+    save_torch(tmp_path / "run" / "model.pt", {"w": torch.zeros(2)})
+    with atomic_dir(tmp_path / "processed") as folder:
+        (folder / "meta.json").write_text("{}")
+    assert _mode(tmp_path / "results" / "runs.json") == 0o644  # mkstemp makes 0600
+    assert _mode(tmp_path / "run" / "model.pt") == 0o644
+    assert _mode(tmp_path / "processed") == 0o755  # mkdtemp makes 0700
+    os.umask(0o077)  # a user who wants private files still gets them
+    write_json(tmp_path / "private.json", [])
+    assert _mode(tmp_path / "private.json") == 0o600
 
 
 def test_stale_temporaries_are_removed_and_nothing_else(tmp_path):
