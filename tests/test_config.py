@@ -144,6 +144,55 @@ def test_run_records_have_exactly_the_fields_the_report_reads(params):
         assert tuple(rec) == RECORD_FIELDS
 
 
+@pytest.mark.parametrize(
+    ("key", "valid"),
+    [
+        ("model__dropuot", "'dropout', 'lambda'"),
+        ("train__learnig_rate", "'learning_rate', 'batch_size'"),
+        ("paper__train__dropout", "'epochs', 'min_epochs'"),  # read by nothing in a profile
+        ("quick__model__dropuot", "'embedding_size', 'attention_size'"),
+        ("paper__tuned__frappe__afm__dropuot", "'dropout', 'lambda'"),
+        ("paper__tuned__frappe__fmm", "'fm', 'hofm'"),
+        ("sed", "'profile', 'seed'"),
+    ],
+)
+def test_unknown_keys_are_errors_not_ignored(params, key, valid):
+    with pytest.raises(ConfigError) as err:
+        _cfg(params, **{key: 0.1})
+    dotted = key.replace("__", ".")
+    assert f"params.yaml: unknown key '{dotted}'; expected one of [{valid}" in str(err.value)
+
+
+def test_unknown_key_and_repeated_key_name_their_line(params, tmp_path):
+    path = tmp_path / "params.yaml"
+    text = (REPO_ROOT / "params.yaml").read_text()
+    path.write_text(text.replace("  dropout: null", "  dropuot: 0.3", 1))
+    line = 1 + next(i for i, t in enumerate(text.splitlines()) if t.startswith("  dropout:"))
+    with pytest.raises(
+        ConfigError, match=rf"params.yaml, line {line}: unknown key 'model.dropuot'"
+    ):
+        load_config(path)
+    path.write_text(text + "seed: 7\n")  # a second seed silently replaced the first
+    last = len(text.splitlines()) + 1
+    with pytest.raises(ConfigError, match=rf"line {last}: key 'seed' appears a second time"):
+        load_config(path)
+
+
+def test_every_allowed_setting_has_an_identity_decision():
+    from aoaffm.config import params_schema
+    from aoaffm.experiments import SETTING_DECISIONS
+
+    schema = params_schema()
+    names = set()
+    for section in ("model", "train", "data"):
+        names |= set(schema[section]) | set(schema["paper"][section])
+    names |= set(schema["paper"]["datasets"]["frappe"]) | set(
+        schema["paper"]["tuned"]["frappe"]["fm"]
+    )
+    assert "embedding_size" in names and "mirror" in names and "gpus" in names
+    assert not sorted(names - set(SETTING_DECISIONS)), "add the key to SETTING_DECISIONS"
+
+
 @pytest.mark.parametrize("seed", [-1, 2**32, True, 1.5])
 def test_seed_must_be_one_numpy_and_torch_take(params, seed):
     with pytest.raises(ConfigError, match=r"seed = .*; expected an integer in \[0, 2\*\*32 - 1\]"):
