@@ -62,6 +62,12 @@ def resolve(params: dict, source: str = "params.yaml", text: str | None = None) 
     cfg["data"] = deep_merge(cfg.get("data", {}), overrides["data"])
     cfg["data"].setdefault("mirror", None)
     cfg["train"] = deep_merge(cfg.get("train", {}), overrides["train"])
+    # So does the one model switch that is no per-model setting (it picks pretrained runs).
+    if "pretrained_baselines" in overrides["model"]:
+        cfg["model"] = {
+            **cfg.get("model", {}),
+            "pretrained_baselines": overrides["model"]["pretrained_baselines"],
+        }
     cfg["train"].setdefault("device", "auto")
     cfg["train"].setdefault("bf16", False)
     cfg["train"].setdefault("gpus", 1)
@@ -346,6 +352,14 @@ def validate(cfg: dict, source: str = "params.yaml") -> None:
                 dataset,
                 f"one of {list(DATASETS)}",
             )
+    switch = cfg.get("model", {}).get("pretrained_baselines")
+    _check(
+        switch is None or isinstance(switch, bool),
+        source,
+        "model.pretrained_baselines",
+        switch,
+        "true or false",
+    )
     for model, sizes in cfg.get("model", {}).get("hidden_sizes", {}).items():
         _check(
             model in ("wide_deep", "deepcross"),

@@ -208,3 +208,13 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path):
     path.write_bytes(b"profile: quick\n# caf\xe9\n")
     with pytest.raises(ConfigError, match=r"params.yaml, line 2: not UTF-8 text"):
         load_config(path)
+
+
+def test_pretrained_baselines_override_is_applied_and_checked(params):
+    def starts(**override):
+        return {r.model: r.pretrained for r in plan(_cfg(params, **override), "table3", "frappe")}
+
+    assert starts()["hofm"] is not None  # the paper profile's default: from the trained FM
+    assert starts(model__pretrained_baselines=False)["hofm"] is None
+    with pytest.raises(ConfigError, match="model.pretrained_baselines = 'no'; expected true"):
+        _cfg(params, model__pretrained_baselines="no")
