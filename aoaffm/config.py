@@ -15,13 +15,15 @@ from typing import Any
 
 import yaml
 
+from aoaffm.errors import AoaffmError, first_line
+
 PROFILES = ("paper", "frappe", "quick")
 DATASETS = ("frappe", "movielens", "criteo")
 OVERRIDE_SECTIONS = ("model", "train", "data")
 
 
-class ConfigError(ValueError):
-    """A parameter has a value the protocol cannot use."""
+class ConfigError(AoaffmError, ValueError):
+    """A parameter has a value the protocol cannot use (or a key nothing reads)."""
 
 
 def deep_merge(base: dict, update: dict) -> dict:
@@ -39,13 +41,14 @@ def _non_null(section: dict | None) -> dict:
     return {k: v for k, v in (section or {}).items() if v is not None}
 
 
-def resolve(params: dict, source: str = "params.yaml") -> dict:
-    """Merge a params dict into the effective configuration and check every value.
+def resolve(params: dict, source: str = "params.yaml", text: str | None = None) -> dict:
+    """Merge a params dict into the effective configuration and check every key and value.
 
     The result has the keys of ``paper:`` plus ``profile``, ``seed`` and ``overrides`` (the
     user's non-null top-level values, kept apart so that per-model tuned values can sit
-    between the profile and them).
+    between the profile and them). ``text``, the file's YAML, lets errors name a line.
     """
+    check_keys(params, source, text)
     profile = params.get("profile", "paper")
     if profile not in PROFILES:
         raise ConfigError(f"{source}: profile is {profile!r}; expected one of {list(PROFILES)}")
@@ -59,6 +62,12 @@ def resolve(params: dict, source: str = "params.yaml") -> dict:
     cfg["data"] = deep_merge(cfg.get("data", {}), overrides["data"])
     cfg["data"].setdefault("mirror", None)
     cfg["train"] = deep_merge(cfg.get("train", {}), overrides["train"])
+    # So does the one model switch that is no per-model setting (it picks pretrained runs).
+    if "pretrained_baselines" in overrides["model"]:
+        cfg["model"] = {
+            **cfg.get("model", {}),
+            "pretrained_baselines": overrides["model"]["pretrained_baselines"],
+        }
     cfg["train"].setdefault("device", "auto")
     cfg["train"].setdefault("bf16", False)
     cfg["train"].setdefault("gpus", 1)
@@ -74,13 +83,148 @@ def load_config(path: str | os.PathLike = "params.yaml", profile: str | None = N
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such params file (run from the repository root)")
-    with open(path, encoding="utf-8") as f:
-        params = yaml.safe_load(f) or {}
+    try:
+        text = path.read_text(encoding="utf-8")
+        tree = yaml.compose(text)
+        params = yaml.safe_load(text) or {}
+    except UnicodeDecodeError as error:
+        line = text_line(path.read_bytes(), error.start)
+        raise ConfigError(f"{path}, line {line}: not UTF-8 text; save it as UTF-8") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}, {yaml_problem(error)}") from None
     if not isinstance(params, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
+    _check_duplicate_keys(tree, str(path))
     if profile is not None:
         params["profile"] = profile
-    return resolve(params, str(path))
+    return resolve(params, str(path), text)
+
+
+def yaml_problem(error: yaml.YAMLError) -> str:
+    """``line N: not valid YAML (...)`` and what to do, from PyYAML's error and its marks."""
+    mark, context = getattr(error, "problem_mark", None), getattr(error, "context_mark", None)
+    problem = getattr(error, "problem", None) or first_line(error)
+    if context is not None and getattr(error, "context", None):
+        problem += f"; {error.context} on line {context.line + 1}"
+    line = f"line {mark.line + 1}: " if mark is not None else ""
+    return f"{line}not valid YAML ({problem}); fix it (`git diff` shows what changed)"
+
+
+def text_line(data: bytes, offset: int) -> int:
+    """The 1-based line of byte ``offset`` in ``data``."""
+    return data.count(b"\n", 0, offset) + 1
+
+
+def _check_duplicate_keys(node: yaml.Node | None, source: str) -> None:
+    """YAML keeps the last of two equal keys and drops the first without a word."""
+    if isinstance(node, yaml.MappingNode):
+        seen = set()
+        for key, value in node.value:
+            if key.value in seen:
+                raise ConfigError(
+                    f"{source}, line {key.start_mark.line + 1}: key {key.value!r} appears a "
+                    "second time in the same section, which would silently replace the first; "
+                    "keep one"
+                )
+            seen.add(key.value)
+            _check_duplicate_keys(value, source)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _check_duplicate_keys(item, source)
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def _keys(*names: str) -> dict:
+    return dict.fromkeys(names)
+
+
+# Per-model settings, as `datasets:` and `tuned:` spell them.
+HPARAM_KEYS = ("dropout", "lambda", "learning_rate", "batch_size", "embedding_size",
+               "attention_size", "batch_norm")  # fmt: skip
+# The top-level overrides the code applies (aoaffm.experiments._settings and resolve above).
+OVERRIDE_KEYS = {
+    "model": ("dropout", "lambda", "embedding_size", "attention_size", "batch_norm",
+              "pretrained_baselines"),
+    "train": ("learning_rate", "batch_size", "epochs", "min_epochs", "patience", "stop_rule",
+              "train_rmse_rows", "initial_accumulator", "eval_batch_size", "device", "bf16",
+              "gpus"),
+}  # fmt: skip
+
+
+def params_schema() -> dict:
+    """Every key params.yaml may hold, by section (None: a value, not a section).
+
+    Any other key (a typo such as ``dropuot``) would be ignored without a word (DVC's ``-S``
+    checks only the keys it is given), so :func:`check_keys` refuses it. What each setting
+    does to a run's identity is decided in ``aoaffm.experiments.SETTING_DECISIONS`` (a test
+    keeps the two in step).
+    """
+    from aoaffm.experiments import SWEEP_PARAMS
+    from aoaffm.models import MODEL_NAMES
+
+    data = {**_keys("mirror", "negatives_per_positive", "split"),
+            **{d: _keys("source") for d in DATASETS}}  # fmt: skip
+    profile = {
+        "data": data,
+        "model": {**_keys("embedding_size", "attention_size", "batch_norm", "pretrained_baselines"),
+                  "hidden_sizes": _keys("wide_deep", "deepcross")},
+        "train": _keys("epochs", "min_epochs", "patience", "stop_rule", "train_rmse_rows",
+                       "initial_accumulator", "eval_batch_size", "device", "bf16", "gpus"),
+        "datasets": {d: _keys(*HPARAM_KEYS, "eval_batch_size") for d in DATASETS},
+        "tuned": {d: {m: _keys(*HPARAM_KEYS) for m in MODEL_NAMES} for d in DATASETS},
+        "lr_search": _keys("enabled", "grid"),
+        "table2": _keys("datasets", "models", "seeds"),
+        "table3": _keys("datasets", "models"),
+        "table4": _keys("datasets", "models"),
+        "sweeps": {"datasets": None, **{p: _keys("models", "values") for p in SWEEP_PARAMS}},
+    }  # fmt: skip
+    return {
+        **_keys("profile", "seed"),
+        **{name: _keys(*keys) for name, keys in OVERRIDE_KEYS.items()},
+        "data": data,
+        **{name: profile for name in PROFILES},
+    }
+
+
+def check_keys(params: dict, source: str = "params.yaml", text: str | None = None) -> None:
+    """Refuse a key :func:`params_schema` does not know (naming its line, given ``text``)."""
+    _check_section(params, params_schema(), (), source, text)
+
+
+def _check_section(node: Any, schema: dict, path: tuple, source: str, text: str | None) -> None:
+    dotted = ".".join(map(str, path))
+    if node is None:
+        return
+    if not isinstance(node, dict):
+        raise ConfigError(
+            f"{_where(source, text, path)}: {dotted} = {node!r}; expected a section with the "
+            f"keys {list(schema)}"
+        )
+    for key, value in node.items():
+        inner = (*path, key)
+        if key not in schema:
+            raise ConfigError(
+                f"{_where(source, text, inner)}: unknown key {'.'.join(map(str, inner))!r}; "
+                f"expected one of {list(schema)} (a misspelt key would be ignored)"
+            )
+        if isinstance(schema[key], dict):
+            _check_section(value, schema[key], inner, source, text)
+
+
+def _where(source: str, text: str | None, path: tuple) -> str:
+    """``source, line N`` for the key at ``path`` in the YAML ``text``; ``source`` alone if
+    the text is not given (a dict from code) or the key is not found."""
+    node, line = yaml.compose(text) if text else None, None
+    for key in path:
+        if not isinstance(node, yaml.MappingNode):
+            return source
+        match = next((kv for kv in node.value if kv[0].value == str(key)), None)
+        if match is None:
+            return source
+        line, node = match[0].start_mark.line + 1, match[1]
+    return f"{source}, line {line}" if line else source
 
 
 # --------------------------------------------------------------------------- validation
@@ -116,7 +260,14 @@ def validate(cfg: dict, source: str = "params.yaml") -> None:
     from aoaffm.models import MODEL_NAMES
     from aoaffm.train.stopping import STOP_RULES
 
-    _check(isinstance(cfg["seed"], int), source, "seed", cfg["seed"], "an integer")
+    seed = cfg["seed"]
+    _check(
+        isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2**32,
+        source,
+        "seed",
+        seed,
+        "an integer in [0, 2**32 - 1] (numpy and torch take no negative seed)",
+    )
     for name in ("model", "train"):
         check_hparams(cfg["overrides"][name], source, name)
     check_hparams(cfg.get("model", {}), source, f"{cfg['profile']}.model")
@@ -202,6 +353,14 @@ def validate(cfg: dict, source: str = "params.yaml") -> None:
                 dataset,
                 f"one of {list(DATASETS)}",
             )
+    switch = cfg.get("model", {}).get("pretrained_baselines")
+    _check(
+        switch is None or isinstance(switch, bool),
+        source,
+        "model.pretrained_baselines",
+        switch,
+        "true or false",
+    )
     for model, sizes in cfg.get("model", {}).get("hidden_sizes", {}).items():
         _check(
             model in ("wide_deep", "deepcross"),

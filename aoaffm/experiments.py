@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from aoaffm.errors import MissingInput
 from aoaffm.labels import PM1, label_scale
 
 ATTENTION_MODELS = ("afm", "aoafm", "affm", "aoaffm")
@@ -305,7 +306,7 @@ def searched_learning_rate(
     for spec in candidates:
         path = spec.run_dir(runs_root) / "metrics.json"
         if not path.is_file():
-            raise FileNotFoundError(
+            raise MissingInput(
                 f"{path}: the learning-rate search of {model} on {dataset} has not finished; "
                 f"run the tune stage first (`dvc repro tune@{dataset}`)"
             )
@@ -454,7 +455,7 @@ def build_model(spec: RunSpec, data, runs_root: str | Path = "runs"):
     if spec.pretrained is not None:
         source = spec.pretrained_dir(runs_root) / "model.pt"
         if not source.is_file():
-            raise FileNotFoundError(
+            raise MissingInput(
                 f"{spec.run_id}: pretrained model {source} is missing; run the pretrain stage "
                 f"for {spec.dataset} first"
             )
@@ -515,7 +516,7 @@ def run_group(
             spec.pretrained is not None
             and not (spec.pretrained_dir(runs_root) / "model.pt").is_file()
         ):
-            raise FileNotFoundError(
+            raise MissingInput(
                 f"{spec.run_id}: pretrained model {spec.pretrained_dir(runs_root) / 'model.pt'} "
                 f"is missing; run the pretrain stage for {dataset} first"
             )
@@ -541,8 +542,11 @@ def collect_records(cfg: dict, runs_root: str | Path = "runs") -> list[dict]:
             for spec in plan(cfg, group, dataset, runs_root):
                 metrics_path = spec.run_dir(runs_root) / "metrics.json"
                 if not metrics_path.is_file():
-                    raise FileNotFoundError(
-                        f"{metrics_path}: run {spec.run_id} of {group}/{dataset} has not finished"
+                    raise MissingInput(
+                        f"{metrics_path}: run {spec.run_id} of {group}/{dataset} has not "
+                        f"finished; run its stage first (`dvc repro`, or `python stages/"
+                        f"{'pretrain.py' if group == 'pretrain' else 'train.py ' + group} "
+                        f"{dataset}`)"
                     )
                 records += record(spec, read_json(metrics_path), runs_root)
     return records

@@ -14,8 +14,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
+from aoaffm.cli import run_stage  # noqa: E402
 from aoaffm.config import load_config  # noqa: E402
-from aoaffm.data import DATASETS, DataError, build_dataset, source_paths  # noqa: E402
+from aoaffm.data import DATASETS, build_dataset, source_paths  # noqa: E402
 from aoaffm.experiments import datasets_used  # noqa: E402
 from aoaffm.io import mark_unused  # noqa: E402
 
@@ -53,7 +54,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except DataError as error:
-        sys.exit(f"preprocess: {error}")
+    run_stage(main, "preprocess")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from train import main  # noqa: E402
+from train import main, run_stage  # noqa: E402
 
 if __name__ == "__main__":
-    main(default_group="pretrain")
+    run_stage(lambda: main(default_group="pretrain"), "pretrain")

@@ -8,11 +8,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
+from aoaffm.cli import require, run_stage  # noqa: E402
 from aoaffm.config import load_config  # noqa: E402
+from aoaffm.data import load_processed  # noqa: E402
 from aoaffm.experiments import datasets_of, datasets_used, protocol_notes  # noqa: E402
 from aoaffm.io import read_json  # noqa: E402
 from aoaffm.models import parameter_rows  # noqa: E402
-from aoaffm.report import build_report  # noqa: E402
+from aoaffm.report import build_report, read_records  # noqa: E402
 
 
 def main() -> None:
@@ -21,15 +23,14 @@ def main() -> None:
     args = parser.parse_args()
     cfg = load_config(args.params)
     datasets = [d for g in ("table2", "table3", "table4") for d in datasets_of(cfg, g)]
-    metas = {
-        d: read_json(Path("data/processed") / d / "meta.json") for d in dict.fromkeys(datasets)
-    }
+    metas = {d: load_processed(Path("data/processed") / d).meta for d in dict.fromkeys(datasets)}
+    evaluated = "the evaluate stage (`python stages/evaluate.py`)"
     paths = build_report(
-        read_json("results/runs.json"),
+        read_records(require("results/runs.json", evaluated)),
         metas,
         Path("reports"),
         profile=cfg["profile"],
-        environment=read_json("results/environment.json"),
+        environment=read_json(require("results/environment.json", evaluated)),
         param_rows=parameter_rows(),
         notes=protocol_notes(cfg),
         datasets=datasets_used(cfg),
@@ -38,4 +39,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main, "report")

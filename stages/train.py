@@ -4,21 +4,23 @@
 
 Runs already finished are kept, an interrupted run resumes from its last epoch, and runs
 whose settings are no longer in params.yaml are removed. With `train.gpus` > 1 the stage
-re-launches itself under torchrun (one process per GPU, DistributedDataParallel).
+re-launches itself under torchrun's launcher (one process per GPU, DistributedDataParallel;
+CPU processes only when `train.device: cpu` asks for them).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
+from aoaffm.cli import run_stage  # noqa: E402
 from aoaffm.config import load_config  # noqa: E402
 from aoaffm.experiments import GROUPS, run_group  # noqa: E402
+from aoaffm.train.distributed import check_world, launch  # noqa: E402
 
 
 def main(argv: list[str] | None = None, default_group: str | None = None) -> None:
@@ -34,8 +36,11 @@ def main(argv: list[str] | None = None, default_group: str | None = None) -> Non
 
     gpus = cfg["train"]["gpus"]
     if gpus > 1 and "WORLD_SIZE" not in os.environ:
-        cmd = ["torchrun", f"--nproc_per_node={gpus}", sys.argv[0], *sys.argv[1:]]
-        sys.exit(subprocess.call(cmd))
+        notice = check_world(gpus, cfg["train"]["device"], args.params)
+        if notice:
+            print(f"{Path(sys.argv[0]).stem}: {notice}")
+        launch(sys.argv[0], sys.argv[1:], gpus)
+        return
     is_main = int(os.environ.get("RANK", "0")) == 0
     results = run_group(
         cfg, group, args.dataset, progress=is_main and not args.no_progress, is_main=is_main
@@ -49,4 +54,4 @@ def main(argv: list[str] | None = None, default_group: str | None = None) -> Non
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main, "train")

@@ -143,3 +143,79 @@ def test_run_records_have_exactly_the_fields_the_report_reads(params):
     run = plan(cfg, "sweeps", "frappe")[0]
     for rec in record(run, {"validation_rmse": 0.3, "test_rmse": 0.3}):
         assert tuple(rec) == RECORD_FIELDS
+
+
+@pytest.mark.parametrize(
+    ("key", "valid"),
+    [
+        ("model__dropuot", "'dropout', 'lambda'"),
+        ("train__learnig_rate", "'learning_rate', 'batch_size'"),
+        ("paper__train__dropout", "'epochs', 'min_epochs'"),  # read by nothing in a profile
+        ("quick__model__dropuot", "'embedding_size', 'attention_size'"),
+        ("paper__tuned__frappe__afm__dropuot", "'dropout', 'lambda'"),
+        ("paper__tuned__frappe__fmm", "'fm', 'hofm'"),
+        ("sed", "'profile', 'seed'"),
+    ],
+)
+def test_unknown_keys_are_errors_not_ignored(params, key, valid):
+    with pytest.raises(ConfigError) as err:
+        _cfg(params, **{key: 0.1})
+    dotted = key.replace("__", ".")
+    assert f"params.yaml: unknown key '{dotted}'; expected one of [{valid}" in str(err.value)
+
+
+def test_unknown_key_and_repeated_key_name_their_line(params, tmp_path):
+    path = tmp_path / "params.yaml"
+    text = (REPO_ROOT / "params.yaml").read_text()
+    path.write_text(text.replace("  dropout: null", "  dropuot: 0.3", 1))
+    line = 1 + next(i for i, t in enumerate(text.splitlines()) if t.startswith("  dropout:"))
+    with pytest.raises(
+        ConfigError, match=rf"params.yaml, line {line}: unknown key 'model.dropuot'"
+    ):
+        load_config(path)
+    path.write_text(text + "seed: 7\n")  # a second seed silently replaced the first
+    last = len(text.splitlines()) + 1
+    with pytest.raises(ConfigError, match=rf"line {last}: key 'seed' appears a second time"):
+        load_config(path)
+
+
+def test_every_allowed_setting_has_an_identity_decision():
+    from aoaffm.config import params_schema
+    from aoaffm.experiments import SETTING_DECISIONS
+
+    schema = params_schema()
+    names = set()
+    for section in ("model", "train", "data"):
+        names |= set(schema[section]) | set(schema["paper"][section])
+    names |= set(schema["paper"]["datasets"]["frappe"]) | set(
+        schema["paper"]["tuned"]["frappe"]["fm"]
+    )
+    assert "embedding_size" in names and "mirror" in names and "gpus" in names
+    assert not sorted(names - set(SETTING_DECISIONS)), "add the key to SETTING_DECISIONS"
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, True, 1.5])
+def test_seed_must_be_one_numpy_and_torch_take(params, seed):
+    with pytest.raises(ConfigError, match=r"seed = .*; expected an integer in \[0, 2\*\*32 - 1\]"):
+        _cfg(params, seed=seed)
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("profile: quick\nmodel:\n  dropout: 0.1\n   lambda: 2\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value).startswith(f"{path}, line 4: not valid YAML (mapping values are not")
+    path.write_bytes(b"profile: quick\n# caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"params.yaml, line 2: not UTF-8 text"):
+        load_config(path)
+
+
+def test_pretrained_baselines_override_is_applied_and_checked(params):
+    def starts(**override):
+        return {r.model: r.pretrained for r in plan(_cfg(params, **override), "table3", "frappe")}
+
+    assert starts()["hofm"] is not None  # the paper profile's default: from the trained FM
+    assert starts(model__pretrained_baselines=False)["hofm"] is None
+    with pytest.raises(ConfigError, match="model.pretrained_baselines = 'no'; expected true"):
+        _cfg(params, model__pretrained_baselines="no")

@@ -231,3 +231,90 @@ def test_next_build_removes_what_a_killed_build_left(tmp_path):
         "movielens", "ml10m-tags", {"tags": path}, tmp_path / "out", seed=0, progress=False
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "tags.dat"]
+
+
+# --------------------------------------------------------------------------- unusable builds
+
+
+def test_build_that_cannot_train_is_an_error_naming_the_inputs(tmp_path):
+    good = "1 " + " ".join(f"{j + 1}:1" for j in range(39)) + "\n"
+    negative = "0" + good[1:]
+    train, test = tmp_path / "train.svm", tmp_path / "test.svm"
+    paths = {"train": train, "test": test}
+    train.write_text(good * 8)
+    test.write_text(good + negative)
+    expected = (
+        "train.svm, test.svm: the train split has no rows labelled 0; expected both labels, "
+        "1 and 0 (a model trained on one label learns nothing): check that it is the right file"
+    )
+    _fails("criteo", "libsvm", paths, tmp_path / "out", expected)
+    train.write_text((good + negative) * 4)
+    test.write_text("")
+    expected = (
+        "train.svm, test.svm: 8 instances leave the test split empty; expected rows in every "
+        "split: use more data, or other data.split fractions"
+    )
+    _fails("criteo", "libsvm", paths, tmp_path / "out", expected)
+
+
+def test_field_without_values_is_an_error(tmp_path):
+    from aoaffm.data.build import check_usable
+
+    built = {"split_rows": dict.fromkeys(("train", "validation", "test"), 3),
+             "field_names": ["user", "item"], "field_sizes": [4, 0]}  # fmt: skip
+    with pytest.raises(DataError, match=r"^log.csv: field 'item' has no values; expected at"):
+        check_usable(built, tmp_path, {"log": tmp_path / "log.csv"}, (-1.0, 1.0))
+
+
+def test_too_little_data_to_sample_negatives_names_the_file(tmp_path):
+    path = tmp_path / "tags.dat"
+    path.write_text("1::10::funny::100\n")
+    expected = (
+        "tags.dat: user+movie 0 used 1 of the 1 tag values; cannot draw 2 unused ones as "
+        "negatives (too little data to sample from?)"
+    )
+    _fails("movielens", "ml10m-tags", {"tags": path}, tmp_path / "out", expected)
+
+
+# --------------------------------------------------------------------------- encodings, archives
+
+
+def test_bytes_that_are_not_utf8(mirror_dir, tmp_path):
+    path = tmp_path / "tags.dat"
+    path.write_bytes(b"1::10::funny::100\n1::20::caf\xe9::101\n")
+    expected = (
+        "tags.dat, line 2: byte 0xe9 at column 11 is not UTF-8; expected UTF-8 text (re-save "
+        "the file as UTF-8)"
+    )
+    _fails("movielens", "ml10m-tags", {"tags": path}, tmp_path / "out", expected)
+    lines = _lines(mirror_dir / "criteo" / "criteo_sample.txt", 30)
+    path = tmp_path / "criteo_sample.txt"
+    cells = lines[9].split(",")
+    cells[20] = "\udce9"  # one byte 0xe9 in C7 (surrogateescape writes it back raw)
+    text = "".join(lines[:9] + [",".join(cells)] + lines[10:])
+    path.write_bytes(text.encode("utf-8", errors="surrogateescape"))
+    column = len(",".join(cells[:20])) + 2
+    expected = (
+        f"criteo_sample.txt, line 10: byte 0xe9 at column {column} is not UTF-8; expected UTF-8 "
+        "text (re-save the file as UTF-8)"
+    )
+    _fails("criteo", "kaggle-sample", {"train": path}, tmp_path / "out", expected)
+
+
+def test_archive_cut_short_in_a_mirror(tmp_path):
+    import io
+    import tarfile
+
+    from aoaffm.data.sources import extract_member
+
+    payload = io.BytesIO()
+    with tarfile.open(fileobj=payload, mode="w:gz") as tar:
+        info = tarfile.TarInfo("data/train.txt")
+        content = bytes(range(256)) * 4000
+        info.size = len(content)
+        tar.addfile(info, io.BytesIO(content))
+    archive = tmp_path / "dac.tar.gz"
+    archive.write_bytes(payload.getvalue()[: len(payload.getvalue()) // 2])
+    with pytest.raises(DataError, match=r"^dac.tar.gz:data/train.txt: damaged or incomplete arc"):
+        extract_member(archive, "data/train.txt", tmp_path / "train.txt")
+    assert list(tmp_path.iterdir()) == [archive]

@@ -30,7 +30,7 @@ def test_negatives_are_unused_distinct_and_in_order():
 def test_group_without_enough_unused_candidates_is_an_error():
     used = np.array([[0, 0], [0, 1], [0, 2], [1, 0]])
     with pytest.raises(
-        DataError, match="group 0 used 3 or more of the 4 candidates; cannot draw 2"
+        DataError, match="group 0 used 3 of the 4 candidate values; cannot draw 2 unused ones"
     ):
         sample_negatives(np.array([0, 1]), used, 4, 2, np.random.default_rng(0))
 

@@ -212,7 +212,7 @@ def test_unknown_dataset_or_variant(tmp_path, call):
         (
             "frappe",
             "csv",
-            "unknown variant 'csv' for dataset 'frappe'; expected one of ['raw', 'nfm']",
+            "unknown variant 'csv' for dataset 'frappe'; expected one of ['raw', 'nfm-rebuilt', 'nfm']",
         ),
     ):
         with pytest.raises(DataError) as error:

@@ -11,6 +11,7 @@ from test_identity import _params, _tiny
 from test_train_units import make_synthetic
 
 from aoaffm.config import resolve
+from aoaffm.errors import MissingInput
 from aoaffm.experiments import plan, run_group, searched_models
 from aoaffm.io import write_json
 
@@ -45,7 +46,7 @@ def test_tune_plans_every_later_trained_model_at_every_rate_with_the_first_seed(
 
 def test_later_runs_wait_for_the_search(tmp_path):
     cfg = resolve(_searching(_params()))
-    with pytest.raises(FileNotFoundError, match=r"learning-rate search of afm .* tune@frappe"):
+    with pytest.raises(MissingInput, match=r"learning-rate search of afm .* tune@frappe"):
         plan(cfg, "table2", "frappe", tmp_path)
     unsearched = plan(cfg, "table2", "frappe", tmp_path, searched=False)
     assert {r.learning_rate for r in unsearched} == {0.05}  # the profile's default

@@ -7,6 +7,7 @@ import re
 import pytest
 import torch
 
+from aoaffm.errors import UnreadableFile
 from aoaffm.models import (
     MODEL_NAMES,
     count_parameters,
@@ -215,6 +216,18 @@ def test_load_rejects_a_foreign_file(tmp_path):
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match=r"other.pt: not a model file written by aoaffm"):
         load_model(tmp_path / "other.pt")
+
+
+def test_load_of_a_file_cut_short_says_which_and_what_to_do(tmp_path):
+    save_model(small("fm"), tmp_path / "model.pt")
+    whole = (tmp_path / "model.pt").read_bytes()
+    (tmp_path / "model.pt").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(UnreadableFile) as error:
+        load_model(tmp_path / "model.pt")
+    message = str(error.value)
+    assert message.startswith(f"{tmp_path / 'model.pt'}: cannot read the model file (")
+    assert message.endswith(f"delete its run folder {tmp_path} and rerun the stage that trains it")
+    assert "\n" not in message
 
 
 # --------------------------------------------------------------------- parameter counts

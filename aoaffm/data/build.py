@@ -10,7 +10,6 @@ Criteo's streamed builds number values in ascending order (see :mod:`aoaffm.data
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from aoaffm.io import atomic_dir, write_json
+from aoaffm.io import atomic_dir, remove_stale_temporaries, write_json
 from aoaffm.labels import label_scale
 
 from .criteo import build_kaggle, build_libsvm
@@ -68,12 +67,14 @@ def build_with_negatives(
     *,
     swap: str,
     keep: str,
+    source: str,
     **extra: Any,
 ) -> dict[str, Any]:
     """Positives (field codes) + sampled negatives, split at random and written.
 
     Each positive gets ``negatives_per_positive`` negatives that copy it and replace field
     ``swap`` by a value its group (the fields named in ``keep``) never had in the data.
+    ``source`` names the input in messages.
     """
     swap_field = field_names.index(swap)
     group_fields = [field_names.index(name) for name in keep.split("+")]
@@ -84,8 +85,9 @@ def build_with_negatives(
         groups = groups * field_sizes[j] + positives[:, j]
     used = np.stack([groups, positives[:, swap_field]], axis=1)
     swapped = sample_negatives(
-        groups, used, field_sizes[swap_field], per_positive, sample_rng, group_name=keep
-    )
+        groups, used, field_sizes[swap_field], per_positive, sample_rng, group_name=keep,
+        candidate_name=swap, source=source,
+    )  # fmt: skip
     negatives = np.repeat(positives, per_positive, axis=0)
     negatives[:, swap_field] = swapped.ravel()
     ids = np.concatenate([positives, negatives]) + np.asarray(field_layout(field_sizes))
@@ -112,12 +114,12 @@ def build_with_negatives(
 
 
 def build_frappe_raw(out: Path, paths: dict[str, Path], options: dict) -> dict[str, Any]:
-    frame, _ = read_frappe_log(paths["log"])
+    frame, label = read_frappe_log(paths["log"])
     for column in ("user", "item", "city"):  # numeric values: '7' and '07' are one value
         frame[column] = frame[column].astype(np.int64)
     codes, field_sizes = first_appearance_codes(frame)
     return build_with_negatives(
-        out, codes, FRAPPE_FIELDS, field_sizes, options, swap="item", keep="user",
+        out, codes, FRAPPE_FIELDS, field_sizes, options, swap="item", keep="user", source=label,
         id_order="first appearance in frappe.csv (= NFM's ids)",
     )  # fmt: skip
 
@@ -191,7 +193,8 @@ def build_frappe_nfm_rebuilt(out: Path, paths: dict[str, Path], options: dict) -
     users = log_codes_by_field[:, FRAPPE_FIELDS.index("user")]
     swapped = sample_negatives(
         users, log_codes_by_field[:, [FRAPPE_FIELDS.index("user"), item]],
-        field_sizes[item], per_positive, sample_rng, group_name="user",
+        field_sizes[item], per_positive, sample_rng, group_name="user", candidate_name="item",
+        source=Path(paths["log"]).name,
     )  # fmt: skip
     negatives = np.repeat(log_ids, per_positive, axis=0)
     negatives[:, item] = swapped.ravel() + field_layout(field_sizes)[item]
@@ -232,7 +235,7 @@ def build_movielens_tags(out: Path, paths: dict[str, Path], options: dict) -> di
     codes, field_sizes = first_appearance_codes(distinct)
     return build_with_negatives(
         out, codes, MOVIELENS_FIELDS, field_sizes, options, swap="tag", keep="user+movie",
-        id_order="first appearance in the tags file",
+        source=paths["tags"].name, id_order="first appearance in the tags file",
         tag_applications=len(frame),
         duplicate_applications_dropped=len(frame) - len(distinct),
     )  # fmt: skip
@@ -292,6 +295,45 @@ BUILDERS: dict[tuple[str, str], Callable[[Path, dict[str, Path], dict], dict[str
 }
 
 
+def check_usable(
+    built: dict[str, Any], folder: Path, paths: dict[str, Path], labels: tuple[float, float]
+) -> None:
+    """A build that training cannot use is an error, not a dataset: it needs rows in every
+    split, both ``labels`` (negative, positive) in the training split and at least one value
+    in every field."""
+    inputs = ", ".join(dict.fromkeys(path.name for path in paths.values()))
+    rows = built["split_rows"]
+    sizes = zip(built["field_names"], built["field_sizes"], strict=True)
+    empty_fields = [name for name, size in sizes if size < 1]
+    if sum(rows.values()) == 0:
+        problem = (
+            "no data rows (0 instances); expected the dataset's rows: if the file was cut "
+            "short, delete it and run the download stage again"
+        )
+    elif empty_splits := [name for name in SPLITS if rows[name] == 0]:
+        problem = (
+            f"{sum(rows.values())} instances leave the {empty_splits[0]} split empty; expected "
+            "rows in every split: use more data, or other data.split fractions"
+        )
+    elif empty_fields:
+        problem = (
+            f"field {empty_fields[0]!r} has no values; expected at least one per field: check "
+            "that it is the right file"
+        )
+    else:
+        train = np.load(folder / "train_labels.npy", mmap_mode="r")
+        absent = [label for label in labels[::-1] if not (train == label).any()]
+        if not absent:
+            return
+        shown = [f"{label:g}" for label in labels[::-1]]
+        problem = (
+            f"the train split has no rows labelled {absent[0]:g}; expected both labels, "
+            f"{shown[0]} and {shown[1]} "
+            "(a model trained on one label learns nothing): check that it is the right file"
+        )
+    raise DataError(f"{inputs}: {problem}")
+
+
 def build_dataset(
     dataset: str,
     variant: str,
@@ -334,10 +376,10 @@ def build_dataset(
         "block_bytes": block_bytes,
     }
     out_dir = Path(out_dir)
-    for stale in out_dir.parent.glob(f".{out_dir.name}.*.tmp"):  # left by a killed build
-        shutil.rmtree(stale, ignore_errors=True)
+    remove_stale_temporaries(out_dir.parent, out_dir.name)  # left by a killed build
     with atomic_dir(out_dir) as tmp:
         built = BUILDERS[(dataset, variant)](tmp, paths, options)
+        check_usable(built, tmp, paths, label_scale(dataset))
         meta = dataset_meta(
             dataset=dataset,
             variant=variant,

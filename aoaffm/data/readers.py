@@ -12,7 +12,6 @@ import io
 import math
 import os
 import re
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .errors import DataError, at_line, first_bad_line
+from .archives import is_zip, open_zip
+from .errors import DataError, at_line, check_utf8, first_bad_line, text_lines
 
 BLOCK_BYTES = 4 << 20  # text parsed at a time: ~12k Criteo lines, ~100 MB of working memory
 COLON_TO_SPACE = bytes.maketrans(b":", b" ")
@@ -88,10 +88,6 @@ def check_columns(path, block: bytes, first_line: int, separator: bytes, expecte
     if len(bad):
         line = first_line + int(bad[0])
         raise at_line(path, line, f"expected {expected} {what}, found {int(counts[bad[0]])}")
-
-
-def _lines(block: bytes) -> list[str]:
-    return block.decode("utf-8", errors="replace").split("\n")
 
 
 # --------------------------------------------------------------------------- libfm / LIBSVM
@@ -164,7 +160,7 @@ def parse_libfm_block(path, block: bytes, first_line: int, n_fields: int) -> Lib
             raise ValueError("nan or inf")
     except (ValueError, pd.errors.ParserError) as error:
         raise first_bad_line(
-            path, _lines(block), first_line, lambda s: _check_libfm_line(s, n_fields), str(error)
+            path, text_lines(block), first_line, lambda s: _check_libfm_line(s, n_fields), str(error)
         ) from None
     return LibfmBlock(
         first_line,
@@ -253,9 +249,9 @@ def read_frappe_log(path: str | os.PathLike) -> tuple[pd.DataFrame, str]:
     messages. Every row must have all 11 tab-separated columns, non-empty.
     """
     path = Path(path)
-    if zipfile.is_zipfile(path):
+    if is_zip(path):
         label = f"{path.name}:{FRAPPE_MEMBER}"
-        with zipfile.ZipFile(path) as z:
+        with open_zip(path, label) as z:
             if FRAPPE_MEMBER not in z.namelist():
                 raise DataError(
                     f"{path.name}: no member {FRAPPE_MEMBER}; is it the Frappe archive?"
@@ -265,6 +261,7 @@ def read_frappe_log(path: str | os.PathLike) -> tuple[pd.DataFrame, str]:
         label, data = path.name, path.read_bytes()
     if not data.endswith(b"\n"):
         data += b"\n"
+    check_utf8(label, data)
     header = data[: data.index(b"\n")].decode().rstrip("\r").split("\t")
     if tuple(header) != FRAPPE_COLUMNS:
         raise at_line(label, 1, f"expected the header {list(FRAPPE_COLUMNS)}, found {header}")
@@ -306,7 +303,8 @@ def read_movielens_tags(path: str | os.PathLike) -> pd.DataFrame:
         raise DataError(f"{path.name}: empty file; expected MovieLens tag lines")
     if not data.endswith(b"\n"):
         data += b"\n"
-    first = data[: data.index(b"\n")].decode("utf-8", errors="replace").strip()
+    check_utf8(path, data)
+    first = data[: data.index(b"\n")].decode().strip()
     if first.split(",") == MOVIELENS_CSV_HEADER:
         frame = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
         first_line = 2
@@ -422,7 +420,7 @@ def iter_criteo_kaggle(
 def _parse_kaggle_block(path, block: bytes, first_line: int, separator: str) -> KaggleBlock:
     def bad_line(message: str) -> DataError:
         return first_bad_line(
-            path, _lines(block), first_line, lambda s: _check_kaggle_line(s, separator), message
+            path, text_lines(block), first_line, lambda s: _check_kaggle_line(s, separator), message
         )
 
     counts = columns_per_line(block, separator.encode())

@@ -22,6 +22,7 @@ def sample_negatives(
     *,
     group_name: str = "group",
     candidate_name: str = "candidate",
+    source: str | None = None,
 ) -> np.ndarray:
     """For each positive, ``per_positive`` distinct candidates its group never used.
 
@@ -33,7 +34,8 @@ def sample_negatives(
     """
     groups = np.asarray(groups, dtype=np.int64)
     used_keys = np.unique(used[:, 0].astype(np.int64) * n_candidates + used[:, 1])
-    _check_capacity(groups, used_keys // n_candidates, n_candidates, per_positive, group_name)
+    names = (group_name, candidate_name)
+    _check_capacity(groups, used_keys // n_candidates, n_candidates, per_positive, names, source)
     negatives = np.empty((len(groups), per_positive), dtype=np.int64)
     for column in range(per_positive):
         pending = np.arange(len(groups))
@@ -48,15 +50,16 @@ def sample_negatives(
     return negatives
 
 
-def _check_capacity(groups, used_groups, n_candidates, per_positive, group_name):
+def _check_capacity(groups, used_groups, n_candidates, per_positive, names, source):
     """A group that used all but fewer than ``per_positive`` candidates cannot be sampled."""
     ids, used_count = np.unique(used_groups, return_counts=True)
-    short = ids[n_candidates - used_count < per_positive]
-    short = short[np.isin(short, groups)]
+    short = np.flatnonzero((n_candidates - used_count < per_positive) & np.isin(ids, groups))
     if len(short):
+        first = short[0]
         raise DataError(
-            f"{group_name} {int(short[0])} used {n_candidates - per_positive + 1} or more of the "
-            f"{n_candidates} candidates; cannot draw {per_positive} unused ones"
+            f"{source + ': ' if source else ''}{names[0]} {int(ids[first])} used "
+            f"{int(used_count[first])} of the {n_candidates} {names[1]} values; cannot draw "
+            f"{per_positive} unused ones as negatives (too little data to sample from?)"
         )
 
 

@@ -12,11 +12,12 @@ A file whose source publishes no digest is recorded with the digest seen and
 from __future__ import annotations
 
 import hashlib
+import lzma
 import os
 import shutil
 import tarfile
 import time
-import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,10 @@ from typing import Any
 import requests
 from tqdm.auto import tqdm
 
-from aoaffm.io import atomic_path, read_json, write_json
+from aoaffm.errors import first_line
+from aoaffm.io import atomic_path, read_json, remove_stale_temporaries, write_json
 
+from .archives import is_zip, open_zip
 from .errors import DataError
 
 MIRROR_ENV = "AOAFFM_MIRROR"
@@ -342,8 +345,8 @@ def extract_member(archive: Path, member: str, target: Path) -> None:
     """Copy one member of a zip or tar archive to ``target`` atomically."""
     label = f"{archive.name}:{member}"
     try:
-        if zipfile.is_zipfile(archive):
-            with zipfile.ZipFile(archive) as z, z.open(member) as src, atomic_path(target) as tmp:
+        if is_zip(archive):
+            with open_zip(archive, label) as z, z.open(member) as src, atomic_path(target) as tmp:
                 with open(tmp, "wb") as dst:
                     shutil.copyfileobj(src, dst, CHUNK_BYTES)
             return
@@ -355,8 +358,11 @@ def extract_member(archive: Path, member: str, target: Path) -> None:
                 shutil.copyfileobj(src, dst, CHUNK_BYTES)
     except KeyError:
         raise DataError(f"{label}: the archive has no member {member!r}") from None
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError) as error:
-        raise DataError(f"{label}: unreadable archive ({error})") from None
+    except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError) as error:
+        raise DataError(
+            f"{label}: damaged or incomplete archive ({first_line(error)}); expected the whole "
+            "archive: delete it and run the download stage again"
+        ) from None
 
 
 # --------------------------------------------------------------------------- fetching
@@ -472,6 +478,7 @@ def fetch_sources(
     mirror_dir = resolve_mirror(mirror)
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(dest_dir)  # copies killed half-way (a .part download resumes)
     listed = dest_dir / SOURCES_FILE
     previous = read_json(listed) if listed.is_file() else {}
     records = {}

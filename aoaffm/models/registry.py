@@ -5,11 +5,13 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from aoaffm.io import atomic_path
+from aoaffm.errors import UnreadableFile
+from aoaffm.io import load_torch, save_torch
 from aoaffm.models.attention import AttentionFM
 from aoaffm.models.base import CTRModel
 from aoaffm.models.deep import DeepCross, WideDeep
@@ -107,14 +109,16 @@ _FORMAT = "aoaffm-model/1"
 
 def save_model(model: CTRModel, path: str | os.PathLike) -> None:
     """Store the spec and the weights atomically; ``load_model`` rebuilds the model."""
-    with atomic_path(path) as tmp:
-        torch.save({"format": _FORMAT, "spec": model.spec, "state_dict": model.state_dict()}, tmp)
+    save_torch(path, {"format": _FORMAT, "spec": model.spec, "state_dict": model.state_dict()})
 
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> CTRModel:
-    checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    remedy = f"delete its run folder {Path(path).parent} and rerun the stage that trains it"
+    checkpoint = load_torch(path, "model file", remedy, map_location)
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != _FORMAT:
-        raise ValueError(f"{path}: not a model file written by aoaffm.models.save_model")
+        raise UnreadableFile(
+            f"{path}: not a model file written by aoaffm.models.save_model; {remedy}"
+        )
     spec = dict(checkpoint["spec"])
     model = create(spec.pop("name"), **spec)
     model.load_state_dict(checkpoint["state_dict"])

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from ..io import atomic_dir, write_json, write_text
+from ..errors import UnreadableFile
+from ..io import atomic_dir, read_json, write_json, write_text
 from ..labels import criteo_scale_evidence
 from . import tables
 from .claims import NOT_EVALUABLE, NOT_REPRODUCED, REPRODUCED, SPREAD_RULE, evaluate_claims
@@ -24,7 +25,7 @@ from .figures import (
     plot_figure4,
 )
 from .paper import DATASET_LABELS, FIGURES_NOTE, MODEL_LABELS, TABLE4, paper_cells
-from .records import load_json, table_cell, validate_records
+from .records import table_cell, validate_records
 
 PAPER_PROFILE = "paper"
 
@@ -369,8 +370,8 @@ def read_metas(paths: Iterable[str | os.PathLike]) -> dict[str, dict]:
     """Each processed dataset's meta.json by its ``dataset`` name."""
     metas = {}
     for path in paths:
-        meta = load_json(path, "a processed dataset's meta.json")
+        meta = read_json(path, "a processed dataset's meta.json")
         if not isinstance(meta, dict) or "dataset" not in meta:
-            raise ValueError(f"{path}: expected a meta.json object with a 'dataset' key")
+            raise UnreadableFile(f"{path}: expected a meta.json object with a 'dataset' key")
         metas[meta["dataset"]] = meta
     return metas

@@ -11,9 +11,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-from ..io import atomic_path
+from ..errors import UnreadableFile
+from ..io import atomic_path, read_json
 from .paper import DATASET_LABELS, MODEL_LABELS
-from .records import load_json, select, sweep_stats
+from .records import select, sweep_stats
 
 FIGURE_DATASETS = ("movielens", "frappe")  # the paper's rows: (a)-(c) MovieLens, (d)-(f) Frappe
 SWEEPS = (
@@ -126,9 +127,9 @@ def plot_figure3(records: list[dict], path: str | os.PathLike, *, subtitle: str 
 
 def _load_history(path: Path) -> list[dict]:
     """A run's history.json: a list of {epoch, train_rmse, validation_rmse, ...}."""
-    history = load_json(path, "a list of per-epoch entries")
+    history = read_json(path, "a list of per-epoch entries")
     if not isinstance(history, list):
-        raise ValueError(
+        raise UnreadableFile(
             f"{path}: expected a list of per-epoch entries, got {type(history).__name__}"
         )
     for index, entry in enumerate(history):
@@ -138,7 +139,7 @@ def _load_history(path: Path) -> list[dict]:
             if not isinstance(entry, dict) or k not in entry
         ]
         if missing:
-            raise ValueError(f"{path}: entry {index}: missing {missing}")
+            raise UnreadableFile(f"{path}: entry {index}: missing {missing}")
     return history
 
 

@@ -6,13 +6,13 @@ report aggregates the records of one (group, dataset, model) over seeds.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
+from ..errors import UnreadableFile
+from ..io import read_json
 from .paper import TABLE3_FROM_TABLE2
 
 GROUPS = (
@@ -100,29 +100,31 @@ def _is_number(value) -> bool:
 def validate_records(records: Iterable[dict], source: str = "run records") -> list[dict]:
     """Check the fields the report reads; return copies with canonical model/dataset names.
 
-    A bad record raises ValueError naming the source, the record's position and run_dir,
+    A bad record raises UnreadableFile (a ValueError) naming the source, the record's position and run_dir,
     and what was expected.
     """
     if isinstance(records, dict) or not isinstance(records, Iterable):
-        raise ValueError(f"{source}: expected a JSON list of run records, got {type(records)}")
+        raise UnreadableFile(f"{source}: expected a JSON list of run records, got {type(records)}")
     checked = []
     for index, record in enumerate(records):
         where = f"{source}: record {index}"
         if not isinstance(record, dict):
-            raise ValueError(f"{where}: expected an object, got {type(record).__name__}")
+            raise UnreadableFile(f"{where}: expected an object, got {type(record).__name__}")
         if record.get("run_dir"):
             where += f" (run_dir {record['run_dir']})"
         missing = [k for k in REQUIRED_FIELDS if k not in record]
         if missing:
-            raise ValueError(f"{where}: missing field(s) {missing}")
+            raise UnreadableFile(f"{where}: missing field(s) {missing}")
         if record["group"] not in GROUPS:
-            raise ValueError(f"{where}: unknown group {record['group']!r}; expected {GROUPS}")
+            raise UnreadableFile(f"{where}: unknown group {record['group']!r}; expected {GROUPS}")
         for key in NUMERIC_FIELDS:
             value = record.get(key)
             if value is not None and not _is_number(value):
-                raise ValueError(f"{where}: field {key!r} must be a number or null, got {value!r}")
+                raise UnreadableFile(
+                    f"{where}: field {key!r} must be a number or null, got {value!r}"
+                )
         if record["group"].startswith("sweep_") and not _is_number(record.get("sweep_value")):
-            raise ValueError(
+            raise UnreadableFile(
                 f"{where}: a {record['group']} record needs a numeric sweep_value, "
                 f"got {record.get('sweep_value')!r}"
             )
@@ -136,21 +138,9 @@ def validate_records(records: Iterable[dict], source: str = "run records") -> li
     return checked
 
 
-def load_json(path: str | os.PathLike, expected: str):
-    """Parse a JSON file; malformed JSON raises ValueError naming the file, line and column."""
-    path = Path(path)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(
-            f"{path}: line {err.lineno}, column {err.colno}: not valid JSON ({err.msg}); "
-            f"expected {expected}"
-        ) from None
-
-
 def read_records(path: str | os.PathLike) -> list[dict]:
     """Load and validate ``results/runs.json``."""
-    return validate_records(load_json(path, "a list of run records"), str(path))
+    return validate_records(read_json(path, "a list of run records"), str(path))
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
+from ..errors import UnreadableFile
 from ..io import atomic_path, write_text
 from .paper import (
     DATASET_LABELS,
@@ -77,7 +78,9 @@ def _rmse_display(cell, paper_value: float) -> dict:
 
 def _meta_value(meta: Mapping, key: str, dataset: str):
     if key not in meta:
-        raise ValueError(f"meta.json of dataset {dataset!r}: missing key {key!r}")
+        raise UnreadableFile(
+            f"meta.json of dataset {dataset!r}: missing key {key!r}; rerun its preprocess stage"
+        )
     return meta[key]
 
 

@@ -13,7 +13,8 @@ from typing import Any
 
 import torch
 
-from aoaffm.io import atomic_path
+from aoaffm.errors import UnreadableFile
+from aoaffm.io import load_torch, save_torch
 
 FORMAT_VERSION = 1
 # Settings that change numbers; a checkpoint written under others cannot be continued.
@@ -50,20 +51,14 @@ def restore_rng(state: dict[str, Any], generator: torch.Generator, device: torch
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT_VERSION, **state}, tmp)
+    save_torch(path, {"format": FORMAT_VERSION, **state})
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load onto the CPU (tensors move to the device when loaded into model and optimizer)."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a torn or foreign file: say which and what to do
-        raise ValueError(
-            f"{path}: cannot read the training checkpoint ({error}); delete it to start over"
-        ) from error
+    state = load_torch(path, "training checkpoint", "delete it to start the run over")
     if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
-        raise ValueError(
+        raise UnreadableFile(
             f"{path}: not a checkpoint of format {FORMAT_VERSION}; delete it to start over"
         )
     return state
@@ -75,17 +70,17 @@ def check_resumable(
     """A checkpoint continues only the run that wrote it: same settings, model and world size."""
     for key in RESUME_INVARIANT_SETTINGS:
         if state["config"].get(key) != config[key]:
-            raise ValueError(
+            raise UnreadableFile(
                 f"{path}: written with {key} = {state['config'].get(key)!r}, but this run has "
                 f"{key} = {config[key]!r}; use another run directory or delete the checkpoint"
             )
     if state["model_spec"] != model_spec:
-        raise ValueError(
+        raise UnreadableFile(
             f"{path}: written for model {state['model_spec']}, but this run trains "
             f"{model_spec}; use another run directory or delete the checkpoint"
         )
     if state["world_size"] != world_size:
-        raise ValueError(
+        raise UnreadableFile(
             f"{path}: written by {state['world_size']} process(es), but this run has "
             f"{world_size}; resume with the same number of processes or delete the checkpoint"
         )

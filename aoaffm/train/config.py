@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from aoaffm.config import ConfigError
 from aoaffm.train.stopping import STOP_RULES
 
 DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
@@ -72,7 +73,7 @@ class TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(settings) - known)
         if unknown:
-            raise ValueError(f"unknown training setting(s) {unknown}; known: {sorted(known)}")
+            raise ConfigError(f"unknown training setting(s) {unknown}; known: {sorted(known)}")
         return cls(**settings)
 
     def to_dict(self) -> dict[str, Any]:
@@ -80,7 +81,7 @@ class TrainConfig:
 
 
 def _fail(name: str, value: Any, expected: str) -> None:
-    raise ValueError(f"TrainConfig.{name} = {value!r}; expected {expected}")
+    raise ConfigError(f"TrainConfig.{name} = {value!r}; expected {expected}")
 
 
 def _require_int(name: str, value: Any, minimum: int) -> None:
@@ -115,10 +116,13 @@ def resolve_device(device: str, local_rank: int = 0) -> torch.device:
     if device == "cpu":
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise ValueError(f"TrainConfig.device = {device!r}, but this machine has no CUDA device")
+        raise ConfigError(
+            f"TrainConfig.device = {device!r}, but this machine has no CUDA device; use "
+            "device auto or cpu"
+        )
     resolved = torch.device(device if ":" in device else f"cuda:{local_rank}")
     if resolved.index >= torch.cuda.device_count():
-        raise ValueError(
+        raise ConfigError(
             f"TrainConfig.device = {device!r}, but only {torch.cuda.device_count()} CUDA "
             "device(s) are present"
         )

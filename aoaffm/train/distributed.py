@@ -22,6 +22,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from aoaffm.config import ConfigError
+from aoaffm.errors import AoaffmError
+
 
 @dataclass(frozen=True)
 class DistributedContext:
@@ -160,3 +163,53 @@ def gather_objects(obj, ctx: DistributedContext) -> list:
 def barrier(ctx: DistributedContext) -> None:
     if ctx.enabled:
         dist.barrier()
+
+
+# --------------------------------------------------------------------------- launching
+
+
+def check_world(gpus: int, device: str, source: str = "params.yaml") -> str | None:
+    """Refuse ``gpus`` (train.gpus) processes this machine cannot place on GPUs; return the
+    notice to print when they run on the CPU instead (``train.device: cpu``), else None."""
+    if gpus <= 1:
+        return None
+    if device == "cpu":
+        return (
+            f"train.gpus = {gpus} with train.device = cpu: {gpus} CPU processes "
+            "(DistributedDataParallel over gloo), no GPU"
+        )
+    if ":" in str(device):  # every rank would take that one GPU
+        raise ConfigError(
+            f"{source}: train.device = {device!r} names one GPU, but train.gpus = {gpus} needs "
+            "one per process; set train.device: cuda (or auto)"
+        )
+    present = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if present < gpus:
+        raise ConfigError(
+            f"{source}: train.gpus = {gpus}, but this machine has {present} CUDA device(s); "
+            f"set train.gpus to at most {max(present, 1)}, or train.device: cpu to run {gpus} "
+            "CPU processes (DDP over gloo)"
+        )
+    return None
+
+
+def launch(script: str, args: list[str], nprocs: int) -> None:
+    """Run ``script args`` in ``nprocs`` processes, one per rank, as torchrun would, but from
+    this interpreter (no ``torchrun`` on PATH needed: an unactivated venv works).
+
+    Each process reports its own error; a failure here is one line that counts them.
+    """
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    options = get_args_parser().parse_args(
+        ["--standalone", f"--nproc-per-node={nprocs}", script, *args]
+    )
+    try:
+        run(options)
+    except ChildFailedError as error:
+        rank, failure = error.get_first_failure()  # the others were stopped because of it
+        raise AoaffmError(
+            f"training process {rank} of {nprocs} failed (exit status {failure.exitcode}); "
+            "its message is above"
+        ) from None

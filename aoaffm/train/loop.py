@@ -24,6 +24,7 @@ Choices where the paper is silent (they follow the public AFM/NFM TensorFlow cod
 
 from __future__ import annotations
 
+import contextlib
 import math
 import platform
 import time
@@ -38,7 +39,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from aoaffm.io import read_json, write_json
+from aoaffm.errors import AoaffmError, UnreadableFile
+from aoaffm.io import naming_errors, read_json, remove_stale_temporaries, write_json
 from aoaffm.metrics import sum_squared_error
 from aoaffm.train import distributed as dist_utils
 from aoaffm.train.allocator import keep_freed_memory
@@ -64,11 +66,11 @@ DVCLIVE_DIR = "dvclive"
 TRAIN_RMSE_SPLIT = "train_rmse_rows"  # the training rows the per-epoch training RMSE uses
 
 
-class RunMismatch(ValueError):
+class RunMismatch(UnreadableFile):
     """A run folder holds a result computed on other data or with other CPU code."""
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(AoaffmError, RuntimeError):
     """The validation or training RMSE became NaN or infinite (lower the learning rate)."""
 
 
@@ -120,6 +122,8 @@ def train_model(
     _check_data_fits_model(data, model_spec)
     ctx = dist_utils.init_distributed(device)
     dist_utils.barrier(ctx)  # every rank sees the same files before deciding what to do
+    if run_dir is not None and ctx.is_main:
+        remove_stale_temporaries(run_dir)  # what writes killed at an earlier start left
     facts = run_facts(data, device, config)
     if run_dir is not None and (run_dir / METRICS_FILE).is_file():
         metrics = read_json(run_dir / METRICS_FILE)
@@ -229,6 +233,17 @@ class _Trainer:
         self._restore_or_seed()
         self.net = dist_utils.wrap_model(self.model, self.ctx, self.device)
         live = _DvcLiveLog(self.run_dir / DVCLIVE_DIR, self.history) if self.writes else None
+        try:
+            metrics = self._train(on_epoch_end, live)
+        except BaseException:
+            if live is not None:
+                live.end(failed=True)
+            raise
+        if live is not None:
+            live.end()
+        return metrics
+
+    def _train(self, on_epoch_end, live: _DvcLiveLog | None) -> dict[str, Any]:
         epochs = tqdm(
             range(len(self.history) + 1, self.config.epochs + 1),
             desc=self.model_spec.get("name", "training"),
@@ -269,8 +284,9 @@ class _Trainer:
         }
         for key in ("train_rmse", "validation_rmse"):
             if not math.isfinite(entry[key]):
+                where = f"{self.run_dir}: " if self.run_dir is not None else ""
                 raise TrainingDiverged(
-                    f"epoch {epoch}: {key} is {entry[key]} (learning rate "
+                    f"{where}epoch {epoch}: {key} is {entry[key]} (learning rate "
                     f"{self.config.learning_rate}); training diverged, lower the learning rate"
                 )
         self.history.append(entry)
@@ -551,7 +567,7 @@ def _load_weights(model: nn.Module, path: Path) -> None:
     from aoaffm.models import load_model
 
     if not path.is_file():
-        raise FileNotFoundError(
+        raise UnreadableFile(
             f"{path.parent}: metrics.json says the run finished, but {path.name} is missing; "
             "delete the run directory to train it again"
         )
@@ -569,19 +585,30 @@ class _DvcLiveLog:
     def __init__(self, directory: Path, history: list[dict[str, Any]]):
         from dvclive import Live
 
-        self.live = Live(
-            dir=str(directory), resume=False, report=None, save_dvc_exp=False, dvcyaml=None
-        )
+        self.directory = directory
+        with naming_errors(directory):  # dvclive's failed writes name no file
+            self.live = Live(
+                dir=str(directory), resume=False, report=None, save_dvc_exp=False, dvcyaml=None
+            )
         for entry in history:
             self.log_epoch(entry)
 
     def log_epoch(self, entry: dict[str, Any]) -> None:
-        self.live.step = entry["epoch"]
-        for key in ("train_rmse", "validation_rmse"):
-            self.live.log_metric(key, entry[key])
-        self.live.make_summary()
+        with naming_errors(self.directory):
+            self.live.step = entry["epoch"]
+            for key in ("train_rmse", "validation_rmse"):
+                self.live.log_metric(key, entry[key])
+            self.live.make_summary()
 
     def log_summary(self, metrics: dict[str, Any]) -> None:
-        for key in ("test_rmse", "best_epoch"):
-            self.live.log_metric(key, metrics[key], plot=False)
-        self.live.make_summary()
+        with naming_errors(self.directory):
+            for key in ("test_rmse", "best_epoch"):
+                self.live.log_metric(key, metrics[key], plot=False)
+            self.live.make_summary()
+
+    def end(self, failed: bool = False) -> None:
+        """Close the log (its summary and the markers DVC's tools watch), also after a failure,
+        so that no half-open log is left. After a failure an error while closing is dropped:
+        the first one is what to report (a full disk would fail both)."""
+        with contextlib.suppress(Exception) if failed else naming_errors(self.directory):
+            self.live.end()
