@@ -73,20 +73,25 @@ def _copy_project(dest: Path) -> None:
     subprocess.run([*git, "commit", "-qm", "copy"], cwd=dest, check=True)
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory, mirror_dir) -> Path:
-    dest = tmp_path_factory.mktemp("pipeline") / "project"
+def _reproduced(dest: Path, mirror_dir: Path, profile: str, cuts: dict) -> Path:
+    """A copy of the project at ``dest`` whose ``profile`` section is cut by ``cuts``,
+    after an offline `dvc repro`."""
     dest.mkdir()
     _copy_project(dest)
     params_path = dest / "params.yaml"
     params = yaml.safe_load(params_path.read_text())
-    params["profile"] = "quick"
+    params["profile"] = profile
     params["data"]["mirror"] = str(mirror_dir)
-    for section, values in TINY.items():
-        params["quick"][section] = {**params["quick"].get(section, {}), **values}
+    for section, values in cuts.items():
+        params[profile][section] = {**params[profile].get(section, {}), **values}
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
     _dvc(dest, "repro")
     return dest
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, mirror_dir) -> Path:
+    return _reproduced(tmp_path_factory.mktemp("pipeline") / "project", mirror_dir, "quick", TINY)
 
 
 def test_every_artifact_is_written(project):
@@ -183,17 +188,7 @@ FRAPPE_TINY = {
 def frappe_project(tmp_path_factory, mirror_dir) -> Path:
     """`dvc repro` with profile: frappe (cut to one epoch at K = 8), offline."""
     dest = tmp_path_factory.mktemp("pipeline-frappe") / "project"
-    dest.mkdir()
-    _copy_project(dest)
-    params_path = dest / "params.yaml"
-    params = yaml.safe_load(params_path.read_text())
-    params["profile"] = "frappe"
-    params["data"]["mirror"] = str(mirror_dir)
-    for section, values in FRAPPE_TINY.items():
-        params["frappe"][section] = {**params["frappe"].get(section, {}), **values}
-    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
-    _dvc(dest, "repro")
-    return dest
+    return _reproduced(dest, mirror_dir, "frappe", FRAPPE_TINY)
 
 
 def test_frappe_profile_covers_frappe_and_marks_the_rest_not_run(frappe_project):
