@@ -323,20 +323,18 @@ def plan(
     from the finished tune runs under ``runs_root``; ``searched=False`` plans them at the
     default rates instead (for counting runs before the search has run).
     """
-    if group not in GROUPS:
-        raise ValueError(f"unknown group {group!r}; expected one of {list(GROUPS)}")
-    learning_rate = None
+    searched_rate = None
     if searched and group in TRAINED_GROUPS and lr_search_grid(cfg):
         winners = {
             m: searched_learning_rate(cfg, dataset, m, runs_root)
             for m in searched_models(cfg, dataset)
         }
-        learning_rate = winners.get
-    return _plan(cfg, group, dataset, learning_rate)
+        searched_rate = winners.get
+    return _plan(cfg, group, dataset, searched_rate)
 
 
-def _plan(cfg: dict, group: str, dataset: str, learning_rate=None) -> list[RunSpec]:
-    """``plan`` with ``learning_rate(model)`` giving the searched rates (None: defaults)."""
+def _plan(cfg: dict, group: str, dataset: str, searched_rate=None) -> list[RunSpec]:
+    """``plan`` with ``searched_rate(model)`` giving the searched rates (None: defaults)."""
     if group not in GROUPS:
         raise ValueError(f"unknown group {group!r}; expected one of {list(GROUPS)}")
     if dataset not in datasets_of(cfg, group):
@@ -344,7 +342,7 @@ def _plan(cfg: dict, group: str, dataset: str, learning_rate=None) -> list[RunSp
     seed = cfg["seed"]
 
     def run(group, model, **kw):
-        rate = learning_rate(model) if learning_rate is not None else None
+        rate = searched_rate(model) if searched_rate is not None else None
         return _run(cfg, group, dataset, model, learning_rate=rate, **kw)
 
     if group == "pretrain":  # the pre-trained K of every later run (rates do not matter)
@@ -524,12 +522,33 @@ def run_group(
     results = []
     for spec in tqdm(runs, desc=f"{group}/{dataset}", unit="run", disable=not progress):
         run_dir = spec.run_dir(runs_root)
+        if is_main:
+            copy_finished_twin(spec, runs_root)
         model = build_model(spec, data, runs_root)
         metrics = train_model(model, data, train_config(spec, cfg), run_dir, progress=progress)
         results.append((spec, metrics))
     if is_main:
         group_dir.mkdir(parents=True, exist_ok=True)
     return results
+
+
+def copy_finished_twin(spec: RunSpec, runs_root: str | Path = "runs") -> Path | None:
+    """Give an unfinished run the result of a finished run of another group with the same
+    identity (same settings, so the same numbers: a tune run at the winning rate is the
+    first seed's Table 2 run); the trainer then finds it finished. Returns the twin used."""
+    import shutil
+
+    run_dir = spec.run_dir(runs_root)
+    if (run_dir / "metrics.json").is_file():
+        return None
+    for group in GROUPS:
+        twin = Path(runs_root) / group / spec.dataset / spec.run_id
+        if twin != run_dir and (twin / "metrics.json").is_file():
+            if run_dir.exists():  # an interrupted attempt: the twin's result replaces it
+                shutil.rmtree(run_dir)
+            shutil.copytree(twin, run_dir)
+            return twin
+    return None
 
 
 def collect_records(cfg: dict, runs_root: str | Path = "runs") -> list[dict]:

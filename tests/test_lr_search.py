@@ -97,3 +97,18 @@ def test_the_report_shows_each_rate_and_the_winner(tmp_path):
     text = paths["report"].read_text()
     section = text.split("## Learning-rate search", 1)[1].split("\n## ", 1)[0]
     assert "| **0.4000** |" in section and "0.6000" in section
+
+
+def test_a_table_run_equal_to_a_tune_run_takes_its_result(tmp_path):
+    """The first seed's Table 2 run at the winning rate is the tune run of that rate: the
+    same identity, so its result is copied, not trained again."""
+    make_synthetic(tmp_path / "data" / "frappe")
+    cfg = resolve(_searching(_params()))
+    kw = {"data_root": tmp_path / "data", "runs_root": tmp_path / "runs", "progress": False}
+    run_group(cfg, "pretrain", "frappe", **kw)
+    tuned = {s.run_id: m for s, m in run_group(cfg, "tune", "frappe", **kw)}
+    table2 = run_group(cfg, "table2", "frappe", **kw)
+    first_seed = [(s, m) for s, m in table2 if s.seed == cfg["seed"]]
+    assert first_seed and all(tuned[s.run_id] == m for s, m in first_seed)
+    copied = first_seed[0][0].run_dir(tmp_path / "runs") / "history.json"
+    assert copied.is_file()
