@@ -167,8 +167,12 @@ def test_unknown_keys_are_errors_not_ignored(params, key, valid):
 def test_unknown_key_and_repeated_key_name_their_line(params, tmp_path):
     path = tmp_path / "params.yaml"
     text = (REPO_ROOT / "params.yaml").read_text()
-    path.write_text(text.replace("  dropout: null", "  dropuot: 0.3", 1))
-    line = 1 + next(i for i, t in enumerate(text.splitlines()) if t.startswith("  dropout:"))
+    lines = text.splitlines(keepends=True)
+    # the first `  dropout:` is model.dropout (`dvc exp run -S` may have rewritten its value)
+    index = next(i for i, t in enumerate(lines) if t.startswith("  dropout:"))
+    lines[index] = "  dropuot: 0.3\n"
+    path.write_text("".join(lines))
+    line = index + 1
     with pytest.raises(
         ConfigError, match=rf"params.yaml, line {line}: unknown key 'model.dropuot'"
     ):
