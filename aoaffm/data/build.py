@@ -113,24 +113,22 @@ def build_with_negatives(
 # --------------------------------------------------------------------------- builders
 
 
-def build_frappe_raw(out: Path, paths: dict[str, Path], options: dict) -> dict[str, Any]:
-    frame, label = read_frappe_log(paths["log"])
+def frappe_log_codes(path: Path) -> tuple[np.ndarray, list[int], str]:
+    """The raw log's rows as per-field codes (NFM's numbering), the field sizes and the
+    log's label for messages."""
+    frame, label = read_frappe_log(path)
     for column in ("user", "item", "city"):  # numeric values: '7' and '07' are one value
         frame[column] = frame[column].astype(np.int64)
     codes, field_sizes = first_appearance_codes(frame)
+    return codes, field_sizes, label
+
+
+def build_frappe_raw(out: Path, paths: dict[str, Path], options: dict) -> dict[str, Any]:
+    codes, field_sizes, label = frappe_log_codes(paths["log"])
     return build_with_negatives(
         out, codes, FRAPPE_FIELDS, field_sizes, options, swap="item", keep="user", source=label,
         id_order="first appearance in frappe.csv (= NFM's ids)",
     )  # fmt: skip
-
-
-def _frappe_log_ids(path: Path) -> tuple[np.ndarray, list[int]]:
-    """The raw log's rows as global feature ids (NFM's numbering) and the field sizes."""
-    frame, _ = read_frappe_log(path)
-    for column in ("user", "item", "city"):  # numeric values: '7' and '07' are one value
-        frame[column] = frame[column].astype(np.int64)
-    codes, field_sizes = first_appearance_codes(frame)
-    return codes + np.asarray(field_layout(field_sizes)), field_sizes
 
 
 def _occurrences(codes: np.ndarray) -> np.ndarray:
@@ -155,7 +153,9 @@ def build_frappe_nfm_rebuilt(out: Path, paths: dict[str, Path], options: dict) -
     swapped for one this user never used) and as many of them as NFM's train split holds
     (all rows minus validation and test minus train positives) are drawn at random.
     """
-    log_ids, field_sizes = _frappe_log_ids(paths["log"])
+    log_codes_by_field, field_sizes, _ = frappe_log_codes(paths["log"])
+    offsets = np.asarray(field_layout(field_sizes))
+    log_ids = log_codes_by_field + offsets  # global ids, as NFM's files hold them
     n_fields = len(FRAPPE_FIELDS)
     published = {}
     for split in ("validation", "test"):
@@ -189,7 +189,6 @@ def build_frappe_nfm_rebuilt(out: Path, paths: dict[str, Path], options: dict) -
     per_positive = options["negatives_per_positive"]
     sample_rng, split_rng = rngs(options["seed"])
     item = FRAPPE_FIELDS.index("item")
-    log_codes_by_field = log_ids - np.asarray(field_layout(field_sizes))
     users = log_codes_by_field[:, FRAPPE_FIELDS.index("user")]
     swapped = sample_negatives(
         users, log_codes_by_field[:, [FRAPPE_FIELDS.index("user"), item]],
@@ -197,7 +196,7 @@ def build_frappe_nfm_rebuilt(out: Path, paths: dict[str, Path], options: dict) -
         source=Path(paths["log"]).name,
     )  # fmt: skip
     negatives = np.repeat(log_ids, per_positive, axis=0)
-    negatives[:, item] = swapped.ravel() + field_layout(field_sizes)[item]
+    negatives[:, item] = swapped.ravel() + offsets[item]
     all_rows = len(log_ids) * (1 + per_positive)
     train_rows = all_rows - sum(len(ids) for _, ids, _ in published.values())
     n_negatives = train_rows - len(train_positives)

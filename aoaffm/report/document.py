@@ -282,7 +282,8 @@ def build_report(
         tables.table1(metas),
         *(f(records) for f in (tables.table2, tables.table3, tables.table4)),
     ]
-    fig4, fig4_gaps = figure4_data(records, root)
+    covered = list(DATASET_LABELS) if datasets is None else list(datasets)
+    fig4, fig4_gaps = figure4_data(records, root, covered)
     paths: dict[str, Path] = {}
     with atomic_dir(out_dir / "tables") as tmp:
         for table in built:
@@ -333,9 +334,7 @@ def build_report(
         _environment_section(environment, records),
         _provenance_section(metas),
     ]
-    covered = list(DATASET_LABELS) if datasets is None else list(datasets)
     covered_labels = [DATASET_LABELS[d] for d in covered]
-    fig4_gaps = [g for g in fig4_gaps if any(f" {label} " in g for label in covered_labels)]
     gaps = _gaps(records, fig4_gaps, covered)
     sections.append(
         "## Gaps\n\n" + ("\n".join(f"- {g}" for g in gaps) or "None: every cell has runs.")

@@ -155,12 +155,13 @@ def figure4_runs(records: list[dict]) -> dict[tuple[str, str], dict]:
 
 
 def figure4_data(
-    records: list[dict], root: str | os.PathLike = "."
+    records: list[dict], root: str | os.PathLike = ".", datasets=FIGURE_DATASETS
 ) -> tuple[pd.DataFrame, list[str]]:
-    """Per-epoch train and validation RMSE of each Figure 4 run, and what was missing."""
+    """Per-epoch train and validation RMSE of each Figure 4 run, and what was missing among
+    ``datasets`` (those the profile covers)."""
     rows, gaps = [], []
     chosen = figure4_runs(records)
-    for dataset in FIGURE_DATASETS:
+    for dataset in [d for d in FIGURE_DATASETS if d in datasets]:
         for model, group in FIGURE4_MODELS:
             name = f"{DATASET_LABELS[dataset]} {MODEL_LABELS[model]}"
             run = chosen.get((dataset, model))
