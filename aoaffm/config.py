@@ -178,6 +178,7 @@ def params_schema() -> dict:
         "table2": _keys("datasets", "models", "seeds"),
         "table3": _keys("datasets", "models"),
         "table4": _keys("datasets", "models"),
+        "random_start": _keys("datasets", "models"),
         "sweeps": {"datasets": None, **{p: _keys("models", "values") for p in SWEEP_PARAMS}},
     }  # fmt: skip
     return {
@@ -336,7 +337,7 @@ def validate(cfg: dict, source: str = "params.yaml") -> None:
                 f"one of {list(MODEL_NAMES)}",
             )
             check_hparams(hp, source, f"tuned.{dataset}.{model}")
-    for group in ("table2", "table3", "table4"):
+    for group in ("table2", "table3", "table4", "random_start"):
         for model in cfg.get(group, {}).get("models", []):
             _check(
                 model in MODEL_NAMES,
@@ -353,6 +354,17 @@ def validate(cfg: dict, source: str = "params.yaml") -> None:
                 dataset,
                 f"one of {list(DATASETS)}",
             )
+    from aoaffm.experiments import BASELINES_PRETRAINED_FROM
+
+    for model in cfg.get("random_start", {}).get("models", []):
+        _check(
+            model in BASELINES_PRETRAINED_FROM,
+            source,
+            "random_start.models",
+            model,
+            f"a baseline that model.pretrained_baselines starts from FM: "
+            f"{list(BASELINES_PRETRAINED_FROM)}",
+        )
     switch = cfg.get("model", {}).get("pretrained_baselines")
     _check(
         switch is None or isinstance(switch, bool),

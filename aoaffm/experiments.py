@@ -34,8 +34,11 @@ def pretrained_from(cfg: dict, model: str) -> str | None:
     return None
 
 
-GROUPS = ("pretrain", "tune", "table2", "table3", "table4", "sweeps")
-TRAINED_GROUPS = ("table2", "table3", "table4", "sweeps")  # the groups the search tunes
+GROUPS = ("pretrain", "tune", "table2", "table3", "table4", "sweeps", "random_start")
+# The groups the search tunes. random_start: Table 3's pre-trained baselines trained again
+# from a random start, with everything else the same, to show what the paper's pre-trained
+# start does (planned only while model.pretrained_baselines is on).
+TRAINED_GROUPS = ("table2", "table3", "table4", "sweeps", "random_start")
 SWEEP_PARAMS = ("embedding_size", "dropout", "lambda")
 
 
@@ -218,10 +221,12 @@ def device_type(device: str) -> str:
     return str(device).partition(":")[0]
 
 
-def _run(cfg, group, dataset, model, *, seed, sweep=None, learning_rate=None) -> RunSpec:
+def _run(
+    cfg, group, dataset, model, *, seed, sweep=None, learning_rate=None, random_start=False
+) -> RunSpec:
     settings = _settings(cfg, dataset, model, seed=seed, sweep=sweep, learning_rate=learning_rate)
     pretrained = None
-    if pretrained_from(cfg, model) is not None:
+    if pretrained_from(cfg, model) is not None and not random_start:
         pretrained = pretrain_spec(
             cfg, dataset, pretrained_from(cfg, model), settings["embedding_size"]
         ).run_id
@@ -279,10 +284,11 @@ def lr_search_grid(cfg: dict) -> list[float]:
 
 
 def searched_models(cfg: dict, dataset: str) -> list[str]:
-    """The models the search tunes on ``dataset``: every model a later group trains there."""
+    """The models the search tunes on ``dataset``: every model a later group trains there
+    (random_start's runs take their Table 3 twin's rate: only the start differs)."""
     models: list[str] = []
     for group in TRAINED_GROUPS:
-        if dataset not in datasets_of(cfg, group):
+        if group == "random_start" or dataset not in datasets_of(cfg, group):
             continue
         if group == "sweeps":
             names = [m for p in SWEEP_PARAMS for m in cfg["sweeps"].get(p, {}).get("models", [])]
@@ -363,6 +369,10 @@ def _plan(cfg: dict, group: str, dataset: str, searched_rate=None) -> list[RunSp
         return [run(group, m, seed=s) for m in cfg["table2"]["models"] for s in seeds]
     if group in ("table3", "table4"):
         return [run(group, m, seed=seed) for m in cfg[group]["models"]]
+    if group == "random_start":
+        if not cfg["model"].get("pretrained_baselines"):
+            return []  # the baselines already start at random: Table 3 is the comparison
+        return [run(group, m, seed=seed, random_start=True) for m in cfg[group]["models"]]
     runs = []
     for param in SWEEP_PARAMS:
         sweep = cfg["sweeps"].get(param, {})

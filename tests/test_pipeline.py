@@ -28,6 +28,7 @@ TINY = {
     "model": {"embedding_size": 8, "attention_size": 8},
     "table2": {"datasets": ["frappe"]},
     "table3": {"datasets": ["frappe"]},
+    "random_start": {"datasets": ["frappe"], "models": ["wide_deep"]},
     "sweeps": {
         "datasets": ["frappe"],
         "embedding_size": {"models": ["fm", "aoaffm"], "values": [4, 8]},

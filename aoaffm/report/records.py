@@ -24,6 +24,7 @@ GROUPS = (
     "sweep_lambda",
     "pretrain",
     "tune",
+    "random_start",
 )
 MODEL_ALIASES = {"aofm": "aoafm"}
 # Which group and metric each paper table reads.
