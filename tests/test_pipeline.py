@@ -156,6 +156,7 @@ def test_run_records_cover_the_plan(project):
         "sweep_embedding_size",
         "sweep_dropout",
         "sweep_lambda",
+        "random_start",
     } <= groups
     for r in records:
         assert 0 < r["test_rmse"] < 2 and 0 < r["validation_rmse"] < 2, r
@@ -206,6 +207,10 @@ def test_frappe_profile_covers_frappe_and_marks_the_rest_not_run(frappe_project)
     assert all(r["rmse_ours_mean"] for r in frappe.values()), frappe
     assert frappe["wide_deep"]["start_ours"] == "FM" and frappe["fm"]["start_ours"] == "random"
     assert not any(r["rmse_ours_mean"] for r in rows if r["dataset"] == "movielens")
+    with open(frappe_project / "reports" / "tables" / "pretrained_start.csv", newline="") as f:
+        starts = {r["model"]: r for r in csv.DictReader(f)}
+    assert set(starts) == {"hofm", "wide_deep", "deepcross"}  # each from both starts
+    assert all(r["pretrained_test_rmse"] and r["random_test_rmse"] for r in starts.values())
     text = (frappe_project / "reports" / "REPORT.md").read_text()
     assert "Profile `frappe`" in text and "not run" in text
     assert "Not run by profile `frappe` (not failures): every cell on Criteo, MovieLens." in text

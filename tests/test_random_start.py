@@ -72,3 +72,84 @@ def test_random_start_trains_without_pretrain_runs(tmp_path):
     assert [s.model for s, _ in results] == ["hofm", "wide_deep"]
     assert not (tmp_path / "runs" / "pretrain").exists()
     assert all(m["validation_rmse"] > 0 for _, m in results)
+
+
+def _start_records(root) -> list[dict]:
+    """Table 3's HOFM and Wide&Deep from the pre-trained FM, and both from random, on
+    Frappe, with histories under ``root``."""
+    from aoaffm.io import write_json
+    from aoaffm.report.records import make_record
+
+    records = []
+    scores = {  # (group, model): (validation, test, best epoch, epochs)
+        ("table3", "hofm"): (0.324, 0.325, 52, 56),
+        ("random_start", "hofm"): (0.331, 0.333, 70, 74),
+        ("table3", "wide_deep"): (0.326, 0.323, 5, 9),
+        ("random_start", "wide_deep"): (0.318, 0.319, 20, 24),
+    }
+    for (group, model), (val, test, best, epochs) in scores.items():
+        run_dir = f"runs/{group}/frappe/{model}"
+        history = [{"epoch": e, "train_rmse": 0.3, "validation_rmse": val + 0.1 / e}
+                   for e in range(1, epochs + 1)]  # fmt: skip
+        write_json(root / run_dir / "history.json", history)
+        records.append(
+            make_record(
+                group,
+                "frappe",
+                model,
+                seed=2019,
+                validation_rmse=val,
+                test_rmse=test,
+                best_epoch=best,
+                epochs=epochs,
+                pretrained_from="fm" if group == "table3" else None,
+                run_dir=run_dir,
+                history=f"{run_dir}/history.json",
+            )
+        )
+    return records
+
+
+def test_the_report_sets_both_starts_side_by_side(tmp_path):
+    import csv
+
+    from test_report_build import png_size, synthetic_records
+
+    from aoaffm.report import build_report
+
+    base = [r for r in synthetic_records(tmp_path) if r["group"] != "table3"]
+    records = base + _start_records(tmp_path)
+    paths = build_report(records, {}, tmp_path / "reports", profile="quick", root=tmp_path)
+    with open(paths["pretrained_start_csv"], newline="") as f:
+        rows = {r["model"]: r for r in csv.DictReader(f)}
+    assert set(rows) == {"hofm", "wide_deep"}
+    assert float(rows["hofm"]["test_diff"]) == pytest.approx(0.333 - 0.325)
+    assert float(rows["wide_deep"]["random_epochs"]) == 24
+    assert float(rows["hofm"]["rmse_paper"]) == 0.331  # the paper's Table 3 cell
+    width, _ = png_size(paths["pretrained_start"])
+    assert width == 2 * 450  # one panel per baseline
+    text = paths["report"].read_text()
+    section = text.split("## The pre-trained start of the compared algorithms", 1)[1]
+    cells = [
+        [c.strip() for c in line.split("|")[1:-1]]
+        for line in section.split("\n## ", 1)[0].splitlines()
+        if line.startswith("| Frappe")
+    ]
+    assert [(c[1], c[7]) for c in cells] == [("HOFM", "+0.0080"), ("Wide&Deep", "-0.0040")]
+    claims = {c["id"]: c for c in __import__("json").loads(paths["claims"].read_text())["claims"]}
+    claim = claims["setup_pretraining_helps_baselines"]
+    assert claim["status"] == "not reproduced"  # Wide&Deep did better from random here
+    assert any("Wide&Deep from the pre-trained FM" in e and "≥" in e for e in claim["evidence"])
+
+
+def test_without_random_start_runs_the_section_says_not_run(tmp_path):
+    from test_report_build import synthetic_records
+
+    from aoaffm.report import build_report
+
+    paths = build_report(synthetic_records(tmp_path), {}, tmp_path / "r", profile="quick")
+    text = paths["report"].read_text()
+    assert "## The pre-trained start of the compared algorithms\n\nNot run" in text
+    claims = __import__("json").loads(paths["claims"].read_text())["claims"]
+    (claim,) = [c for c in claims if c["id"] == "setup_pretraining_helps_baselines"]
+    assert claim["status"] == "not evaluable"

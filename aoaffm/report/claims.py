@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, field
 
 from .paper import CLAIMS, DATASET_LABELS, MODEL_LABELS, Claim
-from .records import Stat, sweep_stats, table_cell
+from .records import Stat, select, sweep_stats, table_cell
 
 REPRODUCED, NOT_REPRODUCED, NOT_EVALUABLE = "reproduced", "not reproduced", "not evaluable"
 SPREAD_RULE = (
@@ -248,6 +248,32 @@ def _check_gain_order(records, args) -> tuple[list[Check], str]:
     ], ""
 
 
+def _check_start_helps(records, args) -> tuple[list[Check], str]:
+    """Table 3's pre-trained run against its random_start twin (test RMSE, same seeds)."""
+    checks = []
+    for dataset in args["datasets"]:
+        for model in args["models"]:
+            random = select(records, "random_start", dataset, model)
+            seeds = {r["seed"] for r in random}
+            pretrained = [
+                r for r in select(records, "table3", dataset, model) if r["seed"] in seeds
+            ]
+            seeds &= {r["seed"] for r in pretrained}
+            if not seeds:
+                continue  # the profile compares no start here
+            checks.append(
+                compare(
+                    Stat.of(r["test_rmse"] for r in pretrained if r["seed"] in seeds),
+                    Stat.of(r["test_rmse"] for r in random if r["seed"] in seeds),
+                    f"{_name(dataset, model)} from the pre-trained FM",
+                    "from random",
+                )
+            )
+    if not checks:
+        return [Check(None, "no random_start runs beside Table 3's")], ""
+    return checks, ""
+
+
 def _check_qualitative(records, args) -> tuple[list[Check], str]:
     return [], f"qualitative reading of {args['figure']}; the paper gives no numbers to test"
 
@@ -261,6 +287,7 @@ CHECKS = {
     "sweep_best_beats": _check_best_beats,
     "sweep_point_compare": _check_point_compare,
     "gain_order": _check_gain_order,
+    "start_helps": _check_start_helps,
     "qualitative": _check_qualitative,
 }
 

@@ -25,6 +25,7 @@ from .figures import (
     plot_figure4,
 )
 from .paper import DATASET_LABELS, FIGURES_NOTE, MODEL_LABELS, TABLE4, paper_cells
+from .pretrained_start import plot_start, start_curves, start_section, start_table
 from .records import table_cell, validate_records
 
 PAPER_PROFILE = "paper"
@@ -284,9 +285,10 @@ def build_report(
     ]
     covered = list(DATASET_LABELS) if datasets is None else list(datasets)
     fig4, fig4_gaps = figure4_data(records, root, covered)
+    start = start_table(records)
     paths: dict[str, Path] = {}
     with atomic_dir(out_dir / "tables") as tmp:
-        for table in built:
+        for table in [*built, start]:
             for key, path in tables.write_table(table, tmp, profile=profile, banner=banner).items():
                 paths[key] = out_dir / "tables" / path.name
         fig3 = figure3_data(records)
@@ -298,8 +300,9 @@ def build_report(
     with atomic_dir(out_dir / "figures") as tmp:
         plot_figure3(records, tmp / "figure3.png", subtitle=_subtitle(profile))
         plot_figure4(fig4, tmp / "figure4.png", subtitle=_subtitle(profile))
-    paths["figure3"] = out_dir / "figures" / "figure3.png"
-    paths["figure4"] = out_dir / "figures" / "figure4.png"
+        plot_start(start_curves(records, root), tmp / "pretrained_start.png")
+    for name in ("figure3", "figure4", "pretrained_start"):
+        paths[name] = out_dir / "figures" / f"{name}.png"
 
     results = evaluate_claims(records)
     paths["claims"] = out_dir / "claims.json"
@@ -326,6 +329,7 @@ def build_report(
         "## Figure 4\n\n![Figure 4: training and validation RMSE per epoch](figures/figure4.png)"
         "\n\nAoAFFM and AFM: the table2 run with the lowest seed; FFM: its table3 run. Solid: "
         "validation, dashed: training.",
+        start_section(start, tables.markdown(start, level=2)),
         _claims_section(results),
         _lr_search_section(records),
         params_md,

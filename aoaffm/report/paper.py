@@ -410,6 +410,15 @@ CLAIMS = (
             "order": (("table3", _ML), ("table4", _CR), ("table3", _FR)),
         },
     ),
+    # The setup: the compared algorithms start from the pre-trained FM (random_start runs).
+    Claim(
+        "setup_pretraining_helps_baselines",
+        "Setup",
+        "Pre-trained FM embeddings boost the compared algorithms (HOFM, Wide&Deep, DeepCross)",
+        "Experimental settings text",
+        "start_helps",
+        {"datasets": (_ML, _FR), "models": ("hofm", "wide_deep", "deepcross")},
+    ),
 )
 
 
