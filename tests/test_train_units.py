@@ -20,7 +20,7 @@ from aoaffm.data.processed import dataset_meta, write_arrays
 from aoaffm.io import read_json, write_json
 from aoaffm.labels import PM1, ZERO_ONE
 from aoaffm.metrics import clip_predictions, rmse, sum_squared_error
-from aoaffm.models import create, load_model
+from aoaffm.models import MODEL_NAMES, create, load_model
 from aoaffm.train import (
     TrainConfig,
     TrainingDiverged,
@@ -445,3 +445,34 @@ def test_cpu_training_flushes_subnormals_in_every_thread(synthetic):
         assert float((tiny @ torch.ones(1 << 20)).abs()) == 0.0
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("with_values", [False, True])
+def test_a_rows_prediction_does_not_depend_on_the_rows_computed_with_it(name, with_values):
+    """What lets evaluation on one CPU thread run the forward in cache-sized chunks
+    (loop.forward_in_chunks) without changing a recorded RMSE: each row's prediction is the
+    same bits whether it is computed in a batch of 3,000 rows or of CPU_FORWARD_ROWS, at the
+    paper's K = 256. (On 2 threads Wide&Deep's and DeepCross's rows differ in the last bits
+    between batch shapes, so the chunks are used on one thread only.)"""
+    from aoaffm.train.loop import CPU_FORWARD_ROWS, forward_in_chunks
+
+    torch.manual_seed(0)
+    n_fields, per_field = 10, 538
+    hparams = {"attention_size": 32} if name in ("afm", "aoafm", "affm", "aoaffm") else {}
+    size = 256 if name not in ("ffm", "affm", "aoaffm") else 32  # F x K field-aware tables
+    model = create(name, n_fields * per_field, n_fields, size, **hparams).eval()
+    ids = torch.randint(0, per_field, (3000, n_fields)) + torch.arange(n_fields) * per_field
+    values = torch.rand(3000, n_fields) if with_values else None
+    cpu = torch.device("cpu")
+    with torch.inference_mode():
+        whole = model(ids, values)
+        chunked = forward_in_chunks(model, ids, values, cpu)
+        first = model(ids[:CPU_FORWARD_ROWS], None if values is None else values[:CPU_FORWARD_ROWS])
+        torch.set_num_threads(2)
+        try:  # more threads: one whole batch, as before
+            assert torch.equal(forward_in_chunks(model, ids, values, cpu), model(ids, values))
+        finally:
+            torch.set_num_threads(1)
+    assert torch.equal(whole, chunked)
+    assert torch.equal(whole[:CPU_FORWARD_ROWS], first)

@@ -64,6 +64,14 @@ MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.json"
 DVCLIVE_DIR = "dvclive"
 TRAIN_RMSE_SPLIT = "train_rmse_rows"  # the training rows the per-epoch training RMSE uses
+# On one CPU thread the forward pass runs in chunks of this many rows: an eval batch of
+# 8,192 Frappe rows makes [8192 x 45, 256] intermediates (377 MB each) that stream through
+# memory, while training's 128-row batches stay in cache. On one thread each row's
+# prediction does not depend on the rows computed with it (tests/test_train_units.py checks
+# this bit for bit for every model), and the squared errors are still summed per eval batch,
+# so the RMSE is unchanged. With more threads the matrix products split the work by batch
+# shape (the MLPs' rows then round differently), so batches stay whole there.
+CPU_FORWARD_ROWS = 256
 
 
 class RunMismatch(UnreadableFile):
@@ -372,7 +380,7 @@ class _Trainer:
         for low in range(start, end, self.config.eval_batch_size):
             ids, values, labels = data.rows(slice(low, min(low + self.config.eval_batch_size, end)))
             with self.autocast():
-                predictions = self.model(ids, values)
+                predictions = forward_in_chunks(self.model, ids, values, self.device)
             total += sum_squared_error(
                 predictions.float(), labels, self.config.clip, self.label_range
             )
@@ -457,6 +465,21 @@ def _split_to_device(data, name: str, device: torch.device, n_features: int | No
             f"model has {n_features} features (ids 0..{n_features - 1})"
         )
     return SplitTensors(ids, labels, values)
+
+
+def forward_in_chunks(model, ids, values, device: torch.device) -> torch.Tensor:
+    """``model(ids, values)``, computed CPU_FORWARD_ROWS rows at a time on one CPU thread."""
+    if device.type != "cpu" or torch.get_num_threads() != 1 or len(ids) <= CPU_FORWARD_ROWS:
+        return model(ids, values)
+    return torch.cat(
+        [
+            model(
+                ids[i : i + CPU_FORWARD_ROWS],
+                None if values is None else values[i : i + CPU_FORWARD_ROWS],
+            )
+            for i in range(0, len(ids), CPU_FORWARD_ROWS)
+        ]
+    )
 
 
 def _train_rmse_rows(train: SplitTensors, rows: int | None, seed: int) -> SplitTensors:
