@@ -155,9 +155,10 @@ SETTING_DECISIONS = {
 # run_facts): the processed data's content digest, and whether the C++ CPU kernels or torch
 # compute the steps (AOAFFM_NATIVE, a compiler). The thread count is in neither: the C++
 # kernels (FM, FFM) give the same bits on 1 and 2 threads (tests/test_models_native.py), but
-# MKL's products (the attention models, Wide&Deep, DeepCross) move in their last bits with it
-# (about 1e-9 in RMSE, benchmarks/RESULTS.md "Run-level parallelism"), far inside a seed's
-# spread; a run on T threads gives the same bits wherever it runs (tests/test_parallel.py).
+# MKL's products (the attention models, Wide&Deep, DeepCross) round differently with it and the
+# runs drift apart (Wide&Deep 2e-4, DeepCross 8e-4 in RMSE after 2 quick-profile epochs on
+# Frappe, benchmarks/RESULTS.md "Run-level parallelism"); a run on T threads gives the same
+# bits wherever it runs (tests/test_parallel.py).
 
 
 def _settings(

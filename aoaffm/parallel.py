@@ -71,10 +71,10 @@ def visible_gpus(device: str) -> list[str]:
 def worker_count(train: dict, gpus: Sequence[str]) -> int:
     """``train.workers`` resolved: ``auto`` is one per GPU on CUDA and one on the CPU.
 
-    On the CPU one worker takes every thread: on this project's 2-core machine two workers of
-    one thread finished a group no sooner than one worker of two (benchmarks/RESULTS.md,
-    "Run-level parallelism"), and every worker holds its own copy of the data. Ask for more
-    with ``train.workers: N`` on a machine with many cores.
+    On the CPU one worker takes every thread: on this project's shared 2-core machine two
+    workers of one thread took 1.6x as long as one (benchmarks/RESULTS.md, "Run-level
+    parallelism"), every worker holds its own copy of the data, and the numbers of a run
+    depend on its thread count. Ask for more with ``train.workers: N`` on many cores.
     """
     if train.get("gpus", 1) > 1:
         return 1  # DDP: each run already takes every GPU
