@@ -71,6 +71,8 @@ def resolve(params: dict, source: str = "params.yaml", text: str | None = None) 
     cfg["train"].setdefault("device", "auto")
     cfg["train"].setdefault("bf16", False)
     cfg["train"].setdefault("gpus", 1)
+    cfg["train"].setdefault("workers", "auto")
+    cfg["train"].setdefault("backend", "local")
     cfg["profile"] = profile
     cfg["seed"] = params.get("seed", 0)
     cfg["overrides"] = overrides
@@ -149,7 +151,7 @@ OVERRIDE_KEYS = {
               "pretrained_baselines"),
     "train": ("learning_rate", "batch_size", "epochs", "min_epochs", "patience", "stop_rule",
               "train_rmse_rows", "initial_accumulator", "eval_batch_size", "device", "bf16",
-              "gpus"),
+              "gpus", "workers", "backend"),
 }  # fmt: skip
 
 
@@ -171,7 +173,8 @@ def params_schema() -> dict:
         "model": {**_keys("embedding_size", "attention_size", "batch_norm", "pretrained_baselines"),
                   "hidden_sizes": _keys("wide_deep", "deepcross")},
         "train": _keys("epochs", "min_epochs", "patience", "stop_rule", "train_rmse_rows",
-                       "initial_accumulator", "eval_batch_size", "device", "bf16", "gpus"),
+                       "initial_accumulator", "eval_batch_size", "device", "bf16", "gpus",
+                       "workers", "backend"),
         "datasets": {d: _keys(*HPARAM_KEYS, "eval_batch_size") for d in DATASETS},
         "tuned": {d: {m: _keys(*HPARAM_KEYS) for m in MODEL_NAMES} for d in DATASETS},
         "lr_search": _keys("enabled", "grid"),
@@ -257,6 +260,28 @@ def check_hparams(hp: dict, source: str, where: str) -> None:
             _check(ok(value), source, f"{where}.{key}", value, expected)
 
 
+BACKENDS = ("local", "ray")  # where a group's runs execute (aoaffm.parallel)
+
+
+def _check_run_placement(train: dict, source: str) -> None:
+    """``train.workers`` and ``train.backend``, and how they combine with ``train.gpus``."""
+    workers, backend = train["workers"], train["backend"]
+    _check(
+        workers == "auto" or (type(workers) is int and workers >= 1),
+        source,
+        "train.workers",
+        workers,
+        "auto or an integer >= 1",
+    )
+    _check(backend in BACKENDS, source, "train.backend", backend, f"one of {list(BACKENDS)}")
+    if train["gpus"] > 1 and (workers not in ("auto", 1) or backend != "local"):
+        raise ConfigError(
+            f"{source}: train.gpus = {train['gpus']} trains each run on {train['gpus']} "
+            f"processes (DDP), one run at a time; set train.workers: auto and train.backend: "
+            f"local, or train.gpus: 1 to train several runs at once"
+        )
+
+
 def validate(cfg: dict, source: str = "params.yaml") -> None:
     from aoaffm.models import MODEL_NAMES
     from aoaffm.train.stopping import STOP_RULES
@@ -312,6 +337,7 @@ def validate(cfg: dict, source: str = "params.yaml") -> None:
         train["gpus"],
         "an integer >= 1",
     )
+    _check_run_placement(train, source)
     split = cfg["data"].get("split")
     _check(
         isinstance(split, list)

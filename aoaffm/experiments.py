@@ -145,11 +145,20 @@ SETTING_DECISIONS = {
     "split": IDENTITY + " (in data)",
     "mirror": "no effect: where the files come from; their checksums are verified, and the "
     "processed arrays' digest is checked by the trainer (run_facts)",
+    # where the runs execute
+    "workers": "no effect: how many runs train at once; a run on a worker of T threads gives "
+    "the bits of one trained alone on T (tests/test_parallel.py; the thread count: below)",
+    "backend": "no effect: local worker processes or Ray tasks (one thread each) run the same "
+    "code (tests/test_parallel.py: Ray gives the bits of one run after another on 1 thread)",
 }
 # Not settings but facts of the machine, checked where a run trains (aoaffm.train.loop.
 # run_facts): the processed data's content digest, and whether the C++ CPU kernels or torch
-# compute the steps (AOAFFM_NATIVE, a compiler). The thread count changes nothing: the
-# kernels' and torch's products are tested to give the same bits on 1 and 2 threads.
+# compute the steps (AOAFFM_NATIVE, a compiler). The thread count is in neither: the C++
+# kernels (FM, FFM) give the same bits on 1 and 2 threads (tests/test_models_native.py), but
+# MKL's products (the attention models, Wide&Deep, DeepCross) round differently with it and the
+# runs drift apart (Wide&Deep 2e-4, DeepCross 8e-4 in RMSE after 2 quick-profile epochs on
+# Frappe, benchmarks/RESULTS.md "Run-level parallelism"); a run on T threads gives the same
+# bits wherever it runs (tests/test_parallel.py).
 
 
 def _settings(
@@ -440,7 +449,8 @@ def train_config(spec: RunSpec, cfg: dict):
         lambda_attention=spec.lambda_ if is_attention else 0.0,
         lambda_interaction=spec.lambda_ if is_attention else 0.0,
         seed=spec.seed,
-        device=str(cfg["train"]["device"]),  # its type is spec.device (resolved the same way)
+        # auto: the type the run was planned on (a Ray worker may sit on another kind of node)
+        device=spec.device if cfg["train"]["device"] == "auto" else str(cfg["train"]["device"]),
         bf16=spec.bf16,
         eval_batch_size=spec.eval_batch_size,
         stop_rule=spec.stop_rule,
@@ -493,7 +503,6 @@ def run_group(
 
     from aoaffm.config import ConfigError
     from aoaffm.data import DataError, load_processed
-    from aoaffm.train import train_model
 
     runs = plan(cfg, group, dataset, runs_root)
     group_dir = Path(runs_root) / group / dataset
@@ -509,6 +518,10 @@ def run_group(
     data = load_processed(Path(data_root) / dataset)
     # Fail before any training on a missing pretrained model or a bad setting.
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if cfg["train"]["backend"] == "ray":
+        from aoaffm.parallel import check_ray
+
+        check_ray()
     for spec in runs:
         if data.label_range != spec.labels:
             raise DataError(
@@ -529,17 +542,81 @@ def run_group(
                 f"is missing; run the pretrain stage for {dataset} first"
             )
         train_config(spec, cfg)
-    results = []
-    for spec in tqdm(runs, desc=f"{group}/{dataset}", unit="run", disable=not progress):
-        run_dir = spec.run_dir(runs_root)
-        if is_main:
-            copy_finished_twin(spec, runs_root)
-        model = build_model(spec, data, runs_root)
-        metrics = train_model(model, data, train_config(spec, cfg), run_dir, progress=progress)
-        results.append((spec, metrics))
+    if world_size == 1 and (concurrent := _run_concurrently(cfg, runs, data, runs_root, progress)):
+        results = [(spec, concurrent[spec.run_id]) for spec in runs]
+    else:
+        results = []
+        for spec in tqdm(runs, desc=f"{group}/{dataset}", unit="run", disable=not progress):
+            if is_main:
+                copy_finished_twin(spec, runs_root)
+            results.append((spec, train_run(cfg, spec, data, runs_root, progress=progress)))
     if is_main:
         group_dir.mkdir(parents=True, exist_ok=True)
     return results
+
+
+def train_run(cfg: dict, spec: RunSpec, data, runs_root: str | Path = "runs", *, progress=False):
+    """Train one run (or read a finished one back); ``data``: a ``ProcessedDataset`` or its
+    folder (a worker process opens it itself)."""
+    from aoaffm import parallel
+    from aoaffm.data import load_processed
+    from aoaffm.train import train_model
+
+    if isinstance(data, str | Path):
+        data = load_processed(data)
+    model = build_model(spec, data, runs_root)
+    config = train_config(spec, cfg)
+    return train_model(
+        model,
+        data,
+        config,
+        spec.run_dir(runs_root),
+        progress=progress,
+        on_epoch_end=parallel.report_epoch,
+    )
+
+
+def _run_concurrently(cfg, runs, data, runs_root, progress) -> dict | None:
+    """The metrics of every run by id, its unfinished runs trained by several local workers
+    or on Ray; None where ``train.workers`` gives one worker or at most one run is left
+    (the caller trains them in this process, on all its threads)."""
+    import torch
+
+    from aoaffm import parallel
+
+    train = cfg["train"]
+    gpus = parallel.visible_gpus(str(train["device"]))
+    workers = parallel.worker_count(train, gpus)
+    if train["backend"] == "local" and workers == 1:
+        return None
+    for spec in runs:
+        copy_finished_twin(spec, runs_root)
+    todo = [s for s in runs if not (s.run_dir(runs_root) / "metrics.json").is_file()]
+    if not todo or (train["backend"] == "local" and len(todo) == 1):
+        return None
+    group, dataset = runs[0].group, runs[0].dataset
+    tasks = [
+        parallel.Task(
+            f"{group}/{dataset} {spec.run_id}",
+            train_run,
+            (cfg, spec, str(data.path), str(runs_root)),
+            epochs=spec.epochs,
+            gpu=spec.device == "cuda",
+        )
+        for spec in todo
+    ]
+    desc = f"{group}/{dataset}"
+    if train["backend"] == "ray":
+        done = parallel.run_on_ray(tasks, progress=progress, desc=desc)
+    else:
+        threads = torch.get_num_threads()
+        slots = parallel.plan_slots(min(workers, len(todo)), threads, gpus)
+        done = parallel.run_local(tasks, slots, progress=progress, desc=desc)
+    trained = {task.label.rsplit(" ", 1)[-1]: done[task.label] for task in tasks}
+    return {  # finished before: read back here (their facts checked, as one worker does)
+        spec.run_id: trained.get(spec.run_id) or train_run(cfg, spec, data, runs_root)
+        for spec in runs
+    }
 
 
 def copy_finished_twin(spec: RunSpec, runs_root: str | Path = "runs") -> Path | None:
