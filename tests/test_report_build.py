@@ -119,6 +119,8 @@ def test_every_artifact_is_written(built):
     paths, _ = built
     names = {f"table{i}_{ext}" for i in range(1, 5) for ext in ("md", "csv")}
     names |= {"figure3", "figure4", "figure3_data", "figure4_data", "claims", "params", "report"}
+    for name in ("redundancy", "redundancy_weights"):  # the planted-redundancy experiment
+        names |= {name, f"{name}_md", f"{name}_csv"}
     assert set(paths) == names
     for path in paths.values():
         assert path.is_file() and path.stat().st_size > 0
