@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from ..mechanism import PAIR_CLASSES
 from .figures import MODEL_COLORS, _save
@@ -316,6 +317,7 @@ def _empty(ax, text: str = "no planted-redundancy runs") -> None:
 def _label_axes(ax, dataset: str, kind: str, ylabel: str) -> None:
     ax.set_title(f"{DATASET_LABELS.get(dataset, dataset)}, {kind} copies")
     ax.set_xlabel("Planted fields r")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # r counts fields
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
@@ -324,7 +326,7 @@ def _label_axes(ax, dataset: str, kind: str, ylabel: str) -> None:
 def plot_rmse(records: list[dict], path: str | os.PathLike, *, subtitle: str = "") -> Path:
     """Per curve: test RMSE against r per model (± std), and the AoA − plain gaps (95% CI)."""
     found = curves(records) or [("", "")]
-    fig = Figure(figsize=(5.5 * len(found), 8.0), dpi=DPI, layout="constrained")
+    fig = Figure(figsize=(max(9.0, 5.5 * len(found)), 8.0), dpi=DPI, layout="constrained")
     axes = fig.subplots(2, len(found), squeeze=False)
     for col, (dataset, kind) in enumerate(found):
         top, bottom = axes[0][col], axes[1][col]
@@ -374,7 +376,7 @@ def plot_weights(records: list[dict], path: str | os.PathLike, *, subtitle: str 
     """Per curve: P·α of the original's and the planted copies' pairs against r (top), and
     q of the same pairs for the AoA models (bottom); mean ± std over seeds."""
     found = curves(records) or [("", "")]
-    fig = Figure(figsize=(5.5 * len(found), 8.0), dpi=DPI, layout="constrained")
+    fig = Figure(figsize=(max(9.0, 5.5 * len(found)), 8.0), dpi=DPI, layout="constrained")
     axes = fig.subplots(2, len(found), squeeze=False)
     panels = (("alpha", ("afm", "aoafm", "affm", "aoaffm"), "P·α (1 = uniform share)"),
               ("q", ("aoafm", "aoaffm"), "Interaction-level weight q"))  # fmt: skip
