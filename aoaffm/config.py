@@ -155,6 +155,11 @@ OVERRIDE_KEYS = {
 }  # fmt: skip
 
 
+# The planted-redundancy experiment's section (aoaffm.experiments._redundancy_plan).
+REDUNDANCY_KEYS = ("datasets", "fields", "kinds", "r", "epsilon", "coarse_values", "seeds",
+                   "models", "embedding_size", "attention_size", "epochs")  # fmt: skip
+
+
 def params_schema() -> dict:
     """Every key params.yaml may hold, by section (None: a value, not a section).
 
@@ -183,6 +188,7 @@ def params_schema() -> dict:
         "table4": _keys("datasets", "models"),
         "random_start": _keys("datasets", "models"),
         "sweeps": {"datasets": None, **{p: _keys("models", "values") for p in SWEEP_PARAMS}},
+        "redundancy": {**_keys(*REDUNDANCY_KEYS), "fields": _keys(*DATASETS)},
     }  # fmt: skip
     return {
         **_keys("profile", "seed"),
@@ -432,6 +438,7 @@ def validate(cfg: dict, source: str = "params.yaml") -> None:
         grid,
         "a non-empty list of learning rates > 0",
     )
+    validate_redundancy(cfg.get("redundancy") or {}, source)
     seeds = cfg.get("table2", {}).get("seeds", 1)
     _check(isinstance(seeds, int) and seeds >= 1, source, "table2.seeds", seeds, "an integer >= 1")
     for param in ("embedding_size", "dropout", "lambda"):
@@ -446,3 +453,62 @@ def validate(cfg: dict, source: str = "params.yaml") -> None:
             )
         for value in sweep.get("values", []):
             check_hparams({param: value}, source, f"sweeps.{param}.values")
+
+
+def validate_redundancy(red: dict, source: str = "params.yaml") -> None:
+    """The planted-redundancy section: what to plant, on which data, for which models."""
+    from aoaffm.data.redundancy import KINDS
+    from aoaffm.experiments import REDUNDANCY_MODELS
+
+    def names(key: str, allowed, required: bool) -> None:
+        value = red.get(key, [])
+        _check(
+            isinstance(value, list)
+            and all(v in allowed for v in value)
+            and (value or not required),
+            source,
+            f"redundancy.{key}",
+            value,
+            f"a {'non-empty ' if required else ''}list of {list(allowed)}",
+        )
+
+    names("datasets", DATASETS, False)
+    if not red.get("datasets"):
+        return
+    for dataset in red["datasets"]:
+        fields = (red.get("fields") or {}).get(dataset)
+        _check(
+            isinstance(fields, list) and fields and all(isinstance(f, str) and f for f in fields),
+            source,
+            f"redundancy.fields.{dataset}",
+            fields,
+            "a non-empty list of the dataset's field names to plant copies of (e.g. [item])",
+        )
+    names("kinds", KINDS, True)
+    names("models", REDUNDANCY_MODELS, True)
+    r = red.get("r")
+    _check(
+        isinstance(r, list)
+        and r
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in r),
+        source,
+        "redundancy.r",
+        r,
+        "a non-empty list of integers >= 0 (planted fields per variant; 0: the data as built)",
+    )
+    seeds = red.get("seeds")
+    _check(isinstance(seeds, int) and not isinstance(seeds, bool) and seeds >= 1, source,
+           "redundancy.seeds", seeds, "an integer >= 1")  # fmt: skip
+    if "noisy" in red["kinds"]:
+        eps = red.get("epsilon")
+        _check(_is_number(eps) and 0 <= eps <= 1, source, "redundancy.epsilon", eps,
+               "a number in [0, 1] (the noisy copy's replacement rate)")  # fmt: skip
+    if "coarse" in red["kinds"]:
+        values = red.get("coarse_values")
+        _check(isinstance(values, int) and not isinstance(values, bool) and values >= 1, source,
+               "redundancy.coarse_values", values, "an integer >= 1 (the coarsening's classes)")  # fmt: skip
+    check_hparams(
+        {k: red.get(k) for k in ("embedding_size", "attention_size", "epochs")},
+        source,
+        "redundancy",
+    )

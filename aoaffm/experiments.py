@@ -34,12 +34,26 @@ def pretrained_from(cfg: dict, model: str) -> str | None:
     return None
 
 
-GROUPS = ("pretrain", "tune", "table2", "table3", "table4", "sweeps", "random_start")
+GROUPS = (
+    "pretrain",
+    "tune",
+    "table2",
+    "table3",
+    "table4",
+    "sweeps",
+    "random_start",
+    "redundancy_pretrain",
+    "redundancy",
+)
 # The groups the search tunes. random_start: Table 3's pre-trained baselines trained again
 # from a random start, with everything else the same, to show what the paper's pre-trained
 # start does (planned only while model.pretrained_baselines is on).
 TRAINED_GROUPS = ("table2", "table3", "table4", "sweeps", "random_start")
 SWEEP_PARAMS = ("embedding_size", "dropout", "lambda")
+# The planted-redundancy experiment (the paper's mechanism on controlled data, DESIGN §8): its
+# own pre-training and runs on variants of a dataset, read from params' `redundancy:` only.
+REDUNDANCY_GROUPS = ("redundancy_pretrain", "redundancy")
+REDUNDANCY_MODELS = ("fm", "afm", "aoafm", "ffm", "affm", "aoaffm")
 
 
 @dataclass(frozen=True)
@@ -75,17 +89,26 @@ class RunSpec:
     world_size: int = 1  # processes of one DDP run (train.gpus)
     hidden_sizes: tuple | None = None  # Wide&Deep's MLP / DeepCross's residual units
     pretrained: str | None = None  # run id of the pretrain run this one starts from
+    # Planted redundancy: the added fields, ((kind, source field, epsilon or values), ...);
+    # their noise is drawn with the data's sampling seed (in data). Empty: the data as built.
+    planted: tuple = ()
     # Figure 3 memberships: ((param, value), ...); not part of the run's identity.
     sweeps: tuple = dataclasses.field(default=(), compare=False)
+    # Where things are, not what they are: a planted variant's folder name (its content is
+    # `planted`) and the group holding the pretrained run.
+    variant: str = dataclasses.field(default="", compare=False)
+    pretrain_group: str = dataclasses.field(default="pretrain", compare=False)
 
     def settings(self) -> dict:
         """The settings that define the result (the identity of the run)."""
         d = dataclasses.asdict(self)
-        for key in ("group", "sweeps"):
+        for key in ("group", "sweeps", "variant", "pretrain_group"):
             d.pop(key)
         d["lambda"] = d.pop("lambda_")
         if d["labels"] == PM1:  # every run had ±1 labels before they entered the identity:
             d.pop("labels")  # those runs keep their ids
+        if not d["planted"]:  # likewise for runs on the data as built
+            d.pop("planted")
         return d
 
     @property
@@ -102,7 +125,19 @@ class RunSpec:
     def pretrained_dir(self, runs_root: str | Path = "runs") -> Path | None:
         if self.pretrained is None:
             return None
-        return Path(runs_root) / "pretrain" / self.dataset / self.pretrained
+        return Path(runs_root) / self.pretrain_group / self.dataset / self.pretrained
+
+    def data_dir(self, data_root: str | Path = "data/processed") -> Path:
+        """The processed folder the run trains on: a planted variant's lies in
+        ``planted/<dataset>/<variant>`` beside ``data_root`` (data/planted/...)."""
+        if self.planted:
+            return planted_root(data_root) / self.dataset / self.variant
+        return Path(data_root) / self.dataset
+
+
+def planted_root(data_root: str | Path = "data/processed") -> Path:
+    """Where the planted variants of the datasets under ``data_root`` live."""
+    return Path(data_root).parent / "planted"
 
 
 # Every setting that reaches the data, a model or the trainer (params.yaml's model / train /
@@ -150,15 +185,26 @@ SETTING_DECISIONS = {
     "the bits of one trained alone on T (tests/test_parallel.py; the thread count: below)",
     "backend": "no effect: local worker processes or Ray tasks (one thread each) run the same "
     "code (tests/test_parallel.py: Ray gives the bits of one run after another on 1 thread)",
+    # the planted-redundancy experiment (params' `redundancy:`; embedding_size, attention_size
+    # and epochs there take the profile's place for its runs, as above)
+    "fields": IDENTITY + " (the planted fields' source, in planted)",
+    "kinds": IDENTITY + " (each planted field's kind, in planted)",
+    "r": IDENTITY + " (the number of planted fields, in planted)",
+    "epsilon": IDENTITY + " (a noisy copy's replacement rate, in planted)",
+    "coarse_values": IDENTITY + " (a coarsening's classes, in planted)",
+    "datasets": "selects runs: which datasets the experiment plants on",
+    "models": "selects runs: which models train on each variant",
+    "seeds": "selects runs: how many seeds; each run's own seed is in its identity",
 }
 # Not settings but facts of the machine, checked where a run trains (aoaffm.train.loop.
-# run_facts): the processed data's content digest, and whether the C++ CPU kernels or torch
-# compute the steps (AOAFFM_NATIVE, a compiler). The thread count is in neither: the C++
+# run_facts): the processed data's content digest, whether the C++ CPU kernels or torch
+# compute the steps (AOAFFM_NATIVE, a compiler), and a CPU run's thread count. The C++
 # kernels (FM, FFM) give the same bits on 1 and 2 threads (tests/test_models_native.py), but
 # MKL's products (the attention models, Wide&Deep, DeepCross) round differently with it and the
 # runs drift apart (Wide&Deep 2e-4, DeepCross 8e-4 in RMSE after 2 quick-profile epochs on
-# Frappe, benchmarks/RESULTS.md "Run-level parallelism"); a run on T threads gives the same
-# bits wherever it runs (tests/test_parallel.py).
+# Frappe, benchmarks/RESULTS.md "Run-level parallelism"), so a finished CPU run is reused
+# only on as many threads; a run on T threads gives the same bits wherever it runs
+# (tests/test_parallel.py).
 
 
 def _settings(
@@ -270,6 +316,8 @@ def _dedupe(runs: list[RunSpec]) -> list[RunSpec]:
 
 def datasets_of(cfg: dict, group: str) -> list[str]:
     """The datasets a group runs on (pretrain: every dataset some attention run needs)."""
+    if group in REDUNDANCY_GROUPS:
+        return list((cfg.get("redundancy") or {}).get("datasets", []))
     if group in ("pretrain", "tune"):
         names = []
         for g in TRAINED_GROUPS:
@@ -280,7 +328,52 @@ def datasets_of(cfg: dict, group: str) -> list[str]:
 
 def datasets_used(cfg: dict) -> list[str]:
     """Every dataset some group of the profile trains on (the others need no data)."""
-    return datasets_of(cfg, "pretrain")
+    names = datasets_of(cfg, "pretrain")
+    return names + [d for d in datasets_of(cfg, "redundancy") if d not in names]
+
+
+def redundancy_config(cfg: dict) -> dict:
+    """``cfg`` with the experiment's K, t and epochs in the profile's place (null: the
+    profile's); the user's top-level overrides still win, as for every run."""
+    red = cfg["redundancy"]
+    merged = {**cfg, "model": dict(cfg["model"]), "train": dict(cfg["train"])}
+    for section, key in (
+        ("model", "embedding_size"),
+        ("model", "attention_size"),
+        ("train", "epochs"),
+    ):
+        if red.get(key) is not None:
+            merged[section][key] = red[key]
+    return merged
+
+
+def redundancy_variants(cfg: dict, dataset: str) -> dict[str, tuple]:
+    """The planted variants of ``dataset`` by folder name: r = 0 ("r0", the data as built)
+    and, per kind and r > 0, r fields ((kind, source field, option), ...) cycling over the
+    dataset's source fields."""
+    red = cfg.get("redundancy") or {}
+    fields = redundancy_sources(cfg, dataset)
+    options = {"exact": None, "noisy": red.get("epsilon"), "coarse": red.get("coarse_values")}
+    variants: dict[str, tuple] = {}
+    for r in sorted(set(red.get("r", []))):
+        for kind in red.get("kinds", []):
+            name = f"{kind}-r{r}" if r else "r0"
+            variants[name] = tuple((kind, fields[i % len(fields)], options[kind]) for i in range(r))
+    return variants
+
+
+def redundancy_sources(cfg: dict, dataset: str) -> list[str]:
+    """The fields the experiment plants copies of in ``dataset``."""
+    return list(((cfg.get("redundancy") or {}).get("fields") or {}).get(dataset) or [])
+
+
+def plants(planted: tuple) -> list[dict]:
+    """A variant's planted fields as ``aoaffm.data.redundancy.plant_redundancy`` takes them."""
+    names = {"noisy": "epsilon", "coarse": "values"}
+    return [
+        {"kind": kind, "field": field, **({names[kind]: option} if kind in names else {})}
+        for kind, field, option in planted
+    ]
 
 
 def lr_search_grid(cfg: dict) -> list[float]:
@@ -360,8 +453,12 @@ def _plan(cfg: dict, group: str, dataset: str, searched_rate=None) -> list[RunSp
         rate = searched_rate(model) if searched_rate is not None else None
         return _run(cfg, group, dataset, model, learning_rate=rate, **kw)
 
+    if group in REDUNDANCY_GROUPS:
+        return _redundancy_plan(cfg, group, dataset)
     if group == "pretrain":  # the pre-trained K of every later run (rates do not matter)
-        needed = [r for g in GROUPS[1:] for r in _plan(cfg, g, dataset) if r.pretrained]
+        needed = [
+            r for g in ("tune", *TRAINED_GROUPS) for r in _plan(cfg, g, dataset) if r.pretrained
+        ]
         specs = {}
         for r in needed:
             spec = pretrain_spec(cfg, dataset, pretrained_from(cfg, r.model), r.embedding_size)
@@ -391,8 +488,43 @@ def _plan(cfg: dict, group: str, dataset: str, searched_rate=None) -> list[RunSp
     return _dedupe(runs)
 
 
-def record(spec: RunSpec, metrics: dict, runs_root: str | Path = "runs") -> list[dict]:
-    """The report's run records for one finished run (one per sweep membership)."""
+def _redundancy_plan(cfg: dict, group: str, dataset: str) -> list[RunSpec]:
+    """Every model of ``redundancy.models`` per variant and seed, the attention models from
+    their variant's pre-trained FM / FFM (the protocol's start), at the models' tuned
+    dropout and λ and their datasets' learning rates (no search: the variants are controlled
+    copies of one dataset, the rate is held fixed across r)."""
+    rcfg = redundancy_config(cfg)
+    red, runs, pretrains = rcfg["redundancy"], [], {}
+    seeds = range(cfg["seed"], cfg["seed"] + int(red["seeds"]))
+    for variant, planted in redundancy_variants(cfg, dataset).items():
+        where = {"planted": planted, "variant": variant}
+        for model in red["models"]:
+            source = PRETRAINED_FROM.get(model)
+            pretrained = None
+            if source is not None:
+                spec = pretrain_spec(
+                    rcfg, dataset, source, _settings(rcfg, dataset, model, seed=0)["embedding_size"]
+                )
+                spec = dataclasses.replace(spec, group="redundancy_pretrain", **where)
+                pretrains[spec.run_id], pretrained = spec, spec.run_id
+            for seed in seeds:
+                spec = _run(rcfg, "redundancy", dataset, model, seed=seed, random_start=True)
+                runs.append(
+                    dataclasses.replace(
+                        spec, pretrained=pretrained, pretrain_group="redundancy_pretrain", **where
+                    )
+                )
+    return list(pretrains.values()) if group == "redundancy_pretrain" else runs
+
+
+ATTENTION_FILE = "attention.json"  # a redundancy run's α and q per field pair
+
+
+def record(
+    spec: RunSpec, metrics: dict, runs_root: str | Path = "runs", sources: tuple = ()
+) -> list[dict]:
+    """The report's run records for one finished run (one per sweep membership);
+    ``sources``: the fields a redundancy run's variant planted copies of."""
     run_dir = spec.run_dir(runs_root)
     base = {
         "group": spec.group,
@@ -423,12 +555,63 @@ def record(spec: RunSpec, metrics: dict, runs_root: str | Path = "runs") -> list
         },
         "run_dir": str(run_dir),
         "history": str(run_dir / "history.json"),
+        **redundancy_fields(spec, runs_root, sources),
     }
     if spec.group != "sweeps":
         return [base]
     return [
         {**base, "group": f"sweep_{p}", "sweep_param": p, "sweep_value": v} for p, v in spec.sweeps
     ]
+
+
+def redundancy_fields(spec: RunSpec, runs_root: str | Path = "runs", sources=()) -> dict:
+    """A record's planted-redundancy fields: the variant's kind and r, and for an attention
+    model the mean P·α and q per pair class (``aoaffm.mechanism``); None elsewhere."""
+    from aoaffm.io import read_json
+    from aoaffm.mechanism import PAIR_CLASSES, summarize
+
+    fields = {"redundancy_kind": None, "redundancy_r": None}
+    fields.update({f"{w}_{c}": None for w in ("alpha", "q") for c in PAIR_CLASSES})
+    if spec.group not in REDUNDANCY_GROUPS:
+        return fields
+    fields["redundancy_kind"] = spec.planted[0][0] if spec.planted else None
+    fields["redundancy_r"] = len(spec.planted)
+    path = spec.run_dir(runs_root) / ATTENTION_FILE
+    if path.is_file():
+        w = read_json(path, "a run's attention weights")
+        fields.update(summarize(w["fields"], w["left"], w["right"], w["alpha"], w["q"], sources))
+    return fields
+
+
+def write_attention(
+    cfg: dict,
+    dataset: str,
+    *,
+    data_root: str | Path = "data/processed",
+    runs_root: str | Path = "runs",
+    split: str = "validation",
+) -> list[Path]:
+    """Write each finished redundancy attention run's α (mean over ``split``'s rows) and q
+    per field pair to its run folder, once; returns the files written."""
+    from aoaffm.data import load_processed
+    from aoaffm.io import write_json
+    from aoaffm.models import load_model
+    from aoaffm.models.attention import attention_weights
+    from aoaffm.train.loop import MODEL_FILE
+
+    written = []
+    for spec in plan(cfg, "redundancy", dataset, runs_root):
+        run_dir = spec.run_dir(runs_root)
+        if spec.model not in ATTENTION_MODELS or (run_dir / ATTENTION_FILE).is_file():
+            continue
+        data = load_processed(spec.data_dir(data_root))
+        model = load_model(run_dir / MODEL_FILE)
+        weights = attention_weights(model, data.split(split), spec.eval_batch_size)
+        write_json(
+            run_dir / ATTENTION_FILE, {"fields": data.field_names, "split": split, **weights}
+        )
+        written.append(run_dir / ATTENTION_FILE)
+    return written
 
 
 # --------------------------------------------------------------------------- execution
@@ -515,7 +698,9 @@ def run_group(
         if is_main:
             group_dir.mkdir(parents=True, exist_ok=True)
         return []
-    data = load_processed(Path(data_root) / dataset)
+    # The processed data (the redundancy groups: each variant's), opened once per folder.
+    folders = {spec.run_id: spec.data_dir(data_root) for spec in runs}
+    datas = {folder: load_processed(folder) for folder in dict.fromkeys(folders.values())}
     # Fail before any training on a missing pretrained model or a bad setting.
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if cfg["train"]["backend"] == "ray":
@@ -523,6 +708,7 @@ def run_group(
 
         check_ray()
     for spec in runs:
+        data = datas[folders[spec.run_id]]
         if data.label_range != spec.labels:
             raise DataError(
                 f"{data.path}: labels {list(data.label_range)}, but {spec.run_id} is planned on "
@@ -542,13 +728,16 @@ def run_group(
                 f"is missing; run the pretrain stage for {dataset} first"
             )
         train_config(spec, cfg)
-    if world_size == 1 and (concurrent := _run_concurrently(cfg, runs, data, runs_root, progress)):
+    data_of = {spec.run_id: datas[folders[spec.run_id]] for spec in runs}
+    concurrent = world_size == 1 and _run_concurrently(cfg, runs, data_of, runs_root, progress)
+    if concurrent:
         results = [(spec, concurrent[spec.run_id]) for spec in runs]
     else:
         results = []
         for spec in tqdm(runs, desc=f"{group}/{dataset}", unit="run", disable=not progress):
             if is_main:
                 copy_finished_twin(spec, runs_root)
+            data = data_of[spec.run_id]
             results.append((spec, train_run(cfg, spec, data, runs_root, progress=progress)))
     if is_main:
         group_dir.mkdir(parents=True, exist_ok=True)
@@ -576,7 +765,7 @@ def train_run(cfg: dict, spec: RunSpec, data, runs_root: str | Path = "runs", *,
     )
 
 
-def _run_concurrently(cfg, runs, data, runs_root, progress) -> dict | None:
+def _run_concurrently(cfg, runs, data_of, runs_root, progress) -> dict | None:
     """The metrics of every run by id, its unfinished runs trained by several local workers
     or on Ray; None where ``train.workers`` gives one worker or at most one run is left
     (the caller trains them in this process, on all its threads)."""
@@ -599,7 +788,7 @@ def _run_concurrently(cfg, runs, data, runs_root, progress) -> dict | None:
         parallel.Task(
             f"{group}/{dataset} {spec.run_id}",
             train_run,
-            (cfg, spec, str(data.path), str(runs_root)),
+            (cfg, spec, str(data_of[spec.run_id].path), str(runs_root)),
             epochs=spec.epochs,
             gpu=spec.device == "cuda",
         )
@@ -614,7 +803,8 @@ def _run_concurrently(cfg, runs, data, runs_root, progress) -> dict | None:
         done = parallel.run_local(tasks, slots, progress=progress, desc=desc)
     trained = {task.label.rsplit(" ", 1)[-1]: done[task.label] for task in tasks}
     return {  # finished before: read back here (their facts checked, as one worker does)
-        spec.run_id: trained.get(spec.run_id) or train_run(cfg, spec, data, runs_root)
+        spec.run_id: trained.get(spec.run_id)
+        or train_run(cfg, spec, data_of[spec.run_id], runs_root)
         for spec in runs
     }
 
@@ -654,7 +844,8 @@ def collect_records(cfg: dict, runs_root: str | Path = "runs") -> list[dict]:
                         f"{'pretrain.py' if group == 'pretrain' else 'train.py ' + group} "
                         f"{dataset}`)"
                     )
-                records += record(spec, read_json(metrics_path), runs_root)
+                sources = tuple(redundancy_sources(cfg, dataset))
+                records += record(spec, read_json(metrics_path), runs_root, sources)
     return records
 
 

@@ -34,6 +34,7 @@ def main() -> None:
         param_rows=parameter_rows(),
         notes=protocol_notes(cfg),
         datasets=datasets_used(cfg),
+        redundancy_settings=cfg.get("redundancy"),
     )
     print("\n".join(f"wrote {p}" for p in paths.values()) if isinstance(paths, dict) else paths)
 

@@ -1,6 +1,7 @@
 """Stage: train every run of one protocol group on one dataset.
 
     python stages/train.py table3 frappe      # groups: tune table2 table3 table4 sweeps
+                                              # random_start redundancy_pretrain redundancy
 
 Runs already finished are kept, an interrupted run resumes from its last epoch, and runs
 whose settings are no longer in params.yaml are removed. With `train.gpus` > 1 the stage
@@ -19,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from aoaffm.cli import run_stage  # noqa: E402
 from aoaffm.config import load_config  # noqa: E402
-from aoaffm.experiments import GROUPS, run_group  # noqa: E402
+from aoaffm.experiments import GROUPS, run_group, write_attention  # noqa: E402
 from aoaffm.train.distributed import check_world, launch  # noqa: E402
 
 
@@ -51,6 +52,9 @@ def main(argv: list[str] | None = None, default_group: str | None = None) -> Non
                 f"{group}/{args.dataset} {spec.run_id}: validation RMSE "
                 f"{metrics['validation_rmse']:.4f}, test RMSE {metrics['test_rmse']:.4f}"
             )
+        if group == "redundancy":  # the mechanism: each attention run's α and q per pair
+            for path in write_attention(cfg, args.dataset):
+                print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ def test_dropout_override_reaches_every_trained_model_but_not_pretraining(params
         for dataset in datasets_of(cfg, group):
             for run in plan(cfg, group, dataset):
                 swept = {p for p, _ in run.sweeps}
-                if group == "pretrain":
+                if group in ("pretrain", "redundancy_pretrain"):
                     assert run.dropout == 0.0
                 elif "dropout" not in swept:
                     assert run.dropout == 0.4, (group, dataset, run.run_id)

@@ -46,6 +46,7 @@ def _setting_names(cfg: dict) -> set[str]:
             names |= set(settings)
     for section in ("model", "train", "data"):
         names |= set(cfg["overrides"][section])
+    names |= set(cfg.get("redundancy", {}))  # the planted-redundancy experiment's section
     return names | {f.name for f in dataclasses.fields(TrainConfig)}
 
 
@@ -88,6 +89,11 @@ CHANGES = {
     "criteo": ("data", "criteo", {"source": "libsvm"}),
     "negatives_per_positive": ("quick", "data.negatives_per_positive", 3),
     "split": ("quick", "data.split", [0.8, 0.1, 0.1]),
+    "fields": ("quick", "redundancy.fields.frappe", ["weekday"]),
+    "kinds": ("quick", "redundancy.kinds", ["exact"]),
+    "r": ("quick", "redundancy.r", [0, 3]),
+    "epsilon": ("quick", "redundancy.epsilon", 0.5),
+    "coarse_values": ("quick", "redundancy.coarse_values", 3),
 }
 MODELS = ["fm", "wide_deep", "afm"]  # a factorization, a deep and an attention model
 
@@ -110,6 +116,13 @@ def _tiny(params: dict) -> dict:
     quick["model"] = {**quick["model"], "embedding_size": 4, "attention_size": 4}
     quick["datasets"]["frappe"]["batch_size"] = 512
     quick["table3"] = {"datasets": ["frappe", "movielens", "criteo"], "models": MODELS}
+    quick["redundancy"] = {
+        **quick["redundancy"],
+        "kinds": ["noisy", "coarse"],
+        "r": [0, 2],
+        "seeds": 1,
+        "models": ["fm", "afm"],
+    }
     return params
 
 
@@ -118,10 +131,10 @@ def _ids(params: dict) -> dict[str, str]:
     runs = [
         run
         for dataset in ("frappe", "movielens", "criteo")
-        for group in ("table3", "pretrain")
+        for group in ("table3", "pretrain", "redundancy_pretrain", "redundancy")
         for run in plan(cfg, group, dataset)
     ]
-    return {f"{r.group}/{r.dataset}/{r.model}": r.run_id for r in runs}
+    return {f"{r.group}/{r.dataset}/{r.model}/{r.variant}/{r.seed}": r.run_id for r in runs}
 
 
 @pytest.mark.parametrize("name", sorted(n for n, d in SETTING_DECISIONS.items() if IDENTITY in d))
@@ -197,6 +210,23 @@ def test_other_cpu_step_code_is_refused(finished_state):
         run_group(resolve(params), "table3", "frappe", **kw)
 
 
+def test_another_cpu_thread_count_is_refused(finished_state):
+    """MKL's products round by the thread count (Wide&Deep's and DeepCross's RMSE moved by
+    2e-4 and 8e-4 between 1 and 2 threads), so a finished CPU run is not reused on another."""
+    import torch
+
+    params, kw, _ = finished_state
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads + 1)
+    try:
+        with pytest.raises(
+            RunMismatch, match=rf"cpu_threads = {threads}, but now .* = {threads + 1}"
+        ):
+            run_group(resolve(params), "table3", "frappe", **kw)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_the_label_scale_is_in_the_identity_of_criteo_runs_only():
     """Criteo's 0/1 labels name other runs than its ±1 labels did; runs on ±1 data keep the
     ids they had before the scale entered the identity."""
@@ -218,3 +248,20 @@ def test_data_on_another_label_scale_is_refused_before_training(tmp_path):
     assert not (tmp_path / "runs" / "table3" / "criteo").exists() or not any(
         (tmp_path / "runs" / "table3" / "criteo").iterdir()
     )
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("embedding_size", 6), ("attention_size", 6), ("epochs", 3)]
+)
+def test_the_experiments_own_k_t_and_epochs_name_its_runs_only(key, value):
+    """redundancy.embedding_size / attention_size / epochs take the profile's place for the
+    planted-redundancy runs (and their pre-training) and for no other run."""
+    base = _tiny(_params())
+    changed = copy.deepcopy(base)
+    changed["quick"]["redundancy"][key] = value
+    before, after = _ids(base), _ids(changed)
+    moved = {run for run in before if before[run] != after[run]}
+    assert moved == {run for run in before if run.startswith("redundancy")}
+    assert {r.embedding_size if key == "embedding_size" else r.attention_size if key ==
+            "attention_size" else r.epochs
+            for r in plan(resolve(changed), "redundancy", "frappe")} == {value}  # fmt: skip

@@ -35,6 +35,8 @@ TINY = {
         "dropout": {"models": ["fm", "aoaffm"], "values": [0.1]},
         "lambda": {"models": ["aoaffm"], "values": [0.1]},
     },
+    # r = 0 takes the table runs (same settings); r = 1: one noisy item copy, 2 seeds
+    "redundancy": {"kinds": ["noisy"], "r": [0, 1], "seeds": 2, "models": ["fm", "afm", "aoafm"]},
 }
 STATUSES = {"reproduced", "not reproduced", "not evaluable"}
 
@@ -162,6 +164,48 @@ def test_run_records_cover_the_plan(project):
         assert 0 < r["test_rmse"] < 2 and 0 < r["validation_rmse"] < 2, r
 
 
+def test_the_redundancy_experiment_is_tabled_plotted_and_judged(project):
+    with open(project / "reports" / "tables" / "redundancy.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {(r["model"], r["r"]) for r in rows} == {
+        (m, r) for m in ("fm", "afm", "aoafm") for r in ("0", "1")
+    }
+    for row in rows:
+        assert row["n_runs"] == "2" and float(row["test_rmse_std"]) >= 0, row
+        assert 0 < float(row["test_rmse_mean"]) < 2, row
+    aoafm = [r for r in rows if r["model"] == "aoafm"]
+    assert all(float(r["gap_test_ci_low"]) <= float(r["gap_test"]) for r in aoafm)
+    with open(project / "reports" / "tables" / "redundancy_weights.csv", newline="") as f:
+        weights = {(r["model"], r["r"]): r for r in csv.DictReader(f)}
+    assert float(weights["aoafm", "1"]["q_planted_mean"]) > 0
+    for name in ("redundancy", "redundancy_weights"):
+        png = project / "reports" / "figures" / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    meta = json.loads((project / "data/planted/frappe/noisy-r1/meta.json").read_text())
+    assert meta["field_names"][-1] == "item~noisy1" and meta["planted"][0]["epsilon"] == 0.2
+    claims = json.loads((project / "reports" / "claims.json").read_text())["claims"]
+    mechanism = [c for c in claims if c["rq"] == "Mechanism"]
+    assert len(mechanism) == 3 and all(c["status"] in STATUSES for c in mechanism)
+    text = (project / "reports" / "REPORT.md").read_text()
+    assert "## Planted redundancy" in text and "figures/redundancy_weights.png" in text
+
+
+def test_the_experiments_section_reruns_only_its_stages(project):
+    params_path = project / "params.yaml"
+    original = params_path.read_text()
+    params = yaml.safe_load(original)
+    params["quick"]["redundancy"]["epsilon"] = 0.3
+    try:
+        params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+        changed = set(json.loads(_dvc(project, "status", "--json").stdout))
+    finally:
+        params_path.write_text(original)
+    ours = {f"{s}@{d}" for s in ("plant", "redundancy_pretrain", "redundancy") for d in
+            ("frappe", "movielens")} | {"evaluate", "report"}  # fmt: skip
+    assert changed and changed <= ours, changed
+    assert "plant@frappe" in changed
+
+
 def test_second_repro_has_nothing_to_do(project):
     status = _dvc(project, "status").stdout
     assert "Data and pipelines are up to date" in status, status
@@ -183,6 +227,7 @@ FRAPPE_TINY = {
         "dropout": {"models": [], "values": []},
         "lambda": {"models": [], "values": []},
     },
+    "redundancy": {"kinds": ["coarse"], "r": [0, 1], "seeds": 1, "models": ["ffm", "aoaffm"]},
 }
 
 
@@ -214,3 +259,10 @@ def test_frappe_profile_covers_frappe_and_marks_the_rest_not_run(frappe_project)
     text = (frappe_project / "reports" / "REPORT.md").read_text()
     assert "Profile `frappe`" in text and "not run" in text
     assert "Not run by profile `frappe` (not failures): every cell on Criteo, MovieLens." in text
+    # the planted-redundancy experiment, cut to one coarse copy of item (64 classes)
+    assert (frappe_project / "data" / "planted" / "movielens" / "UNUSED.txt").is_file()
+    with open(frappe_project / "reports" / "tables" / "redundancy.csv", newline="") as f:
+        rows = {(r["model"], r["kind"], r["r"]) for r in csv.DictReader(f)}
+    assert rows == {
+        (m, k, r) for m in ("ffm", "aoaffm") for k, r in (("none", "0"), ("coarse", "1"))
+    }

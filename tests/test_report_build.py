@@ -120,6 +120,8 @@ def test_every_artifact_is_written(built):
     names = {f"table{i}_{ext}" for i in range(1, 5) for ext in ("md", "csv")}
     names |= {"figure3", "figure4", "figure3_data", "figure4_data", "claims", "params", "report"}
     names |= {"pretrained_start", "pretrained_start_md", "pretrained_start_csv"}
+    for name in ("redundancy", "redundancy_weights"):  # the planted-redundancy experiment
+        names |= {name, f"{name}_md", f"{name}_csv"}
     assert set(paths) == names
     for path in paths.values():
         assert path.is_file() and path.stat().st_size > 0

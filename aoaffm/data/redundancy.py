@@ -125,3 +125,22 @@ def plant_redundancy(
         )
         write_json(tmp / "meta.json", planted)
     return planted
+
+
+def plant_variants(
+    source: ProcessedDataset,
+    variants: Mapping[str, Sequence[Mapping[str, Any]]],
+    out_dir: str | os.PathLike,
+    *,
+    seed: int,
+) -> dict[str, dict[str, Any]]:
+    """Write every variant ({name: plants}) of ``source`` to ``out_dir/<name>``, replacing
+    ``out_dir`` whole and atomically (a variant no longer asked for goes); returns the metas."""
+    metas = {}
+    with atomic_dir(out_dir) as tmp:
+        for name, plants in variants.items():
+            try:
+                metas[name] = plant_redundancy(source, plants, tmp / name, seed=seed)
+            except DataError as error:
+                raise DataError(f"{source.path}: variant {name}: {error}") from None
+    return metas

@@ -131,3 +131,36 @@ class AttentionFM(CTRModel):
         )
         copy_parameter(self.linear.bias, source.linear.bias, "bias")
         return self
+
+
+@torch.no_grad()
+def attention_weights(model: AttentionFM, split, batch_size: int = 8192) -> dict:
+    """The learned weights of each field pair (a, b), a < b, over a data split: the
+    feature-level attention α of eq. 4 averaged over the split's rows, and the
+    interaction-level q of eq. 5 (None for AFM and AFFM, whose q is 1).
+
+    ``split`` has ``ids`` [N, F] and ``values`` (None: one-hot), as a processed split.
+    Returns {"left", "right", "alpha", "q", "rows"}, lists indexed by pair.
+    """
+    import numpy as np
+
+    was_training = model.training
+    model.eval()
+    total = torch.zeros(len(model.embedding.left), dtype=torch.float64)
+    rows = len(split.ids)
+    for start in range(0, rows, batch_size):
+        ids = torch.from_numpy(np.asarray(split.ids[start : start + batch_size], dtype=np.int64))
+        values = None
+        if split.values is not None:
+            values = torch.from_numpy(np.array(split.values[start : start + batch_size]))
+        alpha = model.attention.attention(model.embedding.pair_products(ids, values))  # [B, P]
+        total += alpha.sum(dim=0, dtype=torch.float64)
+    model.train(was_training)
+    q = model.attention.pair_weights
+    return {
+        "left": model.embedding.left.tolist(),
+        "right": model.embedding.right.tolist(),
+        "alpha": (total / max(rows, 1)).tolist(),
+        "q": None if q is None else q.detach().double().tolist(),
+        "rows": rows,
+    }

@@ -13,13 +13,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from . import redundancy
 from .paper import CLAIMS, DATASET_LABELS, MODEL_LABELS, Claim
 from .records import Stat, select, sweep_stats, table_cell
 
 REPRODUCED, NOT_REPRODUCED, NOT_EVALUABLE = "reproduced", "not reproduced", "not evaluable"
 SPREAD_RULE = (
     "A difference exceeds the seed spread when |Δmean| > std₁ + std₂ (sample standard "
-    "deviations over seeds; both sides need at least two runs, otherwise 'n/a')."
+    "deviations over seeds; both sides need at least two runs, otherwise 'n/a'). The "
+    "mechanism claims (planted redundancy) use 95% Student-t intervals over seeds instead: "
+    "beyond the spread when the interval excludes 0."
 )
 
 
@@ -274,6 +277,54 @@ def _check_start_helps(records, args) -> tuple[list[Check], str]:
     return checks, ""
 
 
+def _check_redundancy_gain_grows(records, args) -> tuple[list[Check], str]:
+    """Per planted kind: the slope against r of the per-seed test-RMSE advantage plain − AoA
+    (positive: grows); holds on a positive slope, beyond the spread when its 95% t interval
+    excludes 0."""
+    better, plain = args["better"], args["plain"]
+    checks = []
+    for dataset, kind in redundancy.curves(records):
+        name = f"{DATASET_LABELS.get(dataset, dataset)}, {kind} copies"
+        slope = redundancy.advantage_slope(records, dataset, kind, better, plain)
+        if slope is None:
+            checks.append(Check(None, f"{name}: needs paired runs at two r or more"))
+            continue
+        by_r = redundancy.curve_runs(records, dataset, kind, better)
+        gaps = {r: redundancy.gap(records, dataset, kind, better, plain, r) for r in by_r}
+        listed = "; ".join(f"r={r}: {g.format()}" for r, g in gaps.items() if g is not None)
+        checks.append(
+            Check(
+                slope.estimate > 0,
+                f"{name}: slope of {MODEL_LABELS[plain]} − {MODEL_LABELS[better]} test RMSE per "
+                f"planted field {slope.format(5)} (95% t interval); gaps "
+                f"{MODEL_LABELS[better]} − {MODEL_LABELS[plain]} {listed}",
+                slope.low > 0 if slope.known else None,
+            )
+        )
+    return checks, "" if checks else "no planted-redundancy runs in this profile"
+
+
+def _check_redundancy_q_lower(records, args) -> tuple[list[Check], str]:
+    """Per AoA model, kind and r > 0: mean q(planted pairs) − q(original pairs) < 0; beyond
+    the spread when its 95% t interval over seeds lies below 0."""
+    checks = []
+    for dataset, kind in redundancy.curves(records):
+        for model in args["models"]:
+            for r in redundancy.curve_runs(records, dataset, kind, model):
+                diff = redundancy.q_difference(records, dataset, kind, model, r) if r else None
+                if diff is None:
+                    continue
+                name = f"{DATASET_LABELS.get(dataset, dataset)} {MODEL_LABELS[model]}, {kind} r={r}"
+                checks.append(
+                    Check(
+                        diff.estimate < 0,
+                        f"{name}: q planted − original {diff.format()} (95% t interval)",
+                        diff.high < 0 if diff.known else None,
+                    )
+                )
+    return checks, "" if checks else "no planted-redundancy attention weights in this profile"
+
+
 def _check_qualitative(records, args) -> tuple[list[Check], str]:
     return [], f"qualitative reading of {args['figure']}; the paper gives no numbers to test"
 
@@ -288,6 +339,8 @@ CHECKS = {
     "sweep_point_compare": _check_point_compare,
     "gain_order": _check_gain_order,
     "start_helps": _check_start_helps,
+    "redundancy_gain_grows": _check_redundancy_gain_grows,
+    "redundancy_q_lower": _check_redundancy_q_lower,
     "qualitative": _check_qualitative,
 }
 

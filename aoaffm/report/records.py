@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from ..errors import UnreadableFile
 from ..io import read_json
+from ..mechanism import PAIR_CLASSES
 from .paper import TABLE3_FROM_TABLE2
 
 GROUPS = (
@@ -25,6 +26,8 @@ GROUPS = (
     "pretrain",
     "tune",
     "random_start",
+    "redundancy_pretrain",
+    "redundancy",
 )
 MODEL_ALIASES = {"aofm": "aoafm"}
 # Which group and metric each paper table reads.
@@ -55,6 +58,10 @@ RECORD_FIELDS = (
     "device",
     "run_dir",
     "history",
+    # the planted-redundancy runs: the variant, and P·α and q per pair class (aoaffm.mechanism)
+    "redundancy_kind",
+    "redundancy_r",
+    *(f"{w}_{c}" for w in ("alpha", "q") for c in PAIR_CLASSES),
 )
 
 
@@ -68,6 +75,7 @@ NON_NUMERIC_FIELDS = (
     "device",
     "run_dir",
     "history",
+    "redundancy_kind",
 )
 # seed and sweep_value are checked apart: seed may be any label, sweep_value only in sweeps
 NUMERIC_FIELDS = tuple(
