@@ -195,6 +195,26 @@ class AttentionMatmuls:
         return 3 * 2 * rows * embedding_size * attention_size
 
 
+class DenseMatmuls:
+    """A dense network's matrix products of one step, nothing else: per Linear layer
+    (in, out) the forward X Wᵀ + b ([B, in] x [in, out]) and the backward's ∂X = G W and
+    ∂W = Gᵀ X."""
+
+    def __init__(self, batch: int, layers: list[tuple[int, int]], device="cpu"):
+        gen = torch.Generator().manual_seed(0)
+        make = lambda *shape: torch.randn(*shape, generator=gen).to(device)  # noqa: E731
+        self.layers = [
+            (make(batch, n_in), make(n_out, n_in), make(n_out), make(batch, n_out))
+            for n_in, n_out in layers
+        ]
+
+    def __call__(self) -> None:
+        for x, w, b, g in self.layers:
+            torch.addmm(b, x, w.t())
+            torch.mm(g, w)
+            torch.mm(g.t(), x)
+
+
 def field_aware_rows_touched(ids: torch.Tensor, batches: IndexBatches, count: int) -> float:
     """Mean number of distinct features per batch (each owns F rows of K in an FFM table)."""
     return float(np.mean([torch.unique(ids[next(batches)]).numel() for _ in range(count)]))

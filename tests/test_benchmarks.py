@@ -4,6 +4,7 @@ asserted, the machine running the tests is shared)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -88,16 +89,19 @@ def test_throughput_short_run(repo_root, mirror_dir, tmp_path):
         "--bf16-steps", "4",
         "--threads", "1",
         "--mirror", str(mirror_dir),
+        "--fuxictr-zoo", str(tmp_path / "no-model-zoo"),
         "--json",
         "--details", str(details),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
+    # FuxiCTR cannot run (no model_zoo here, or not installed): left out, and said so
+    assert "fuxictr left out: " in done.stderr
     rows = json.loads(done.stdout)
-    assert [(r["model"], r["k"]) for r in rows] == [
-        ("fm", 8), ("ffm", 8), ("afm", 8), ("aoaffm", 8)
+    assert [(r["model"], r["k"], r["peer_lib"]) for r in rows] == [
+        ("fm", 8, "torchfm"), ("ffm", 8, "torchfm"), ("afm", 8, "torchfm"), ("aoaffm", 8, None)
     ]  # fmt: skip
     for row in rows:
-        assert set(row) == {"model", "k", "ours", "peer", "ratio"}
+        assert set(row) == {"model", "k", "ours", "peer", "ratio", "peer_lib"}
         assert row["ours"] > 0
         if row["model"] == "aoaffm":  # torchfm has none
             assert row["peer"] is None and row["ratio"] is None
@@ -113,12 +117,47 @@ def test_throughput_short_run(repo_root, mirror_dir, tmp_path):
     for name in ("afm", "aoaffm"):
         assert by_model[name]["floor"] == "attention matmuls"
         assert by_model[name]["floor_step_ms"] > 0
-    assert by_model["fm"]["ours_peak_mib"] >= 0 and by_model["fm"]["peer_peak_mib"] >= 0
-    assert "peer_peak_mib" not in by_model["aoaffm"]
+    assert by_model["fm"]["ours_peak_mib"] >= 0 and by_model["fm"]["torchfm_peak_mib"] >= 0
+    assert "torchfm_peak_mib" not in by_model["aoaffm"]
+    assert "fuxictr" in recorded["context"]["peers_left_out"]
     (bf16,) = recorded["bf16"]  # the extra row: afm under bf16 autocast, RMSE effect
     assert bf16["model"] == "afm" and bf16["speedup"] > 0
     assert 0 < bf16["fp32_validation_rmse"] < 1.5 and 0 < bf16["bf16_validation_rmse"] < 1.5
     assert "bf16 autocast (samples/s)" in done.stderr
+
+
+@pytest.mark.slow
+def test_throughput_fuxictr_peer(repo_root, mirror_dir):
+    """Every model FuxiCTR has, against its own model and train_step (optional: needs
+    ``pip install fuxictr==2.3.10`` and a checkout of its model_zoo in FUXICTR_MODEL_ZOO)."""
+    pytest.importorskip("fuxictr", reason="FuxiCTR not installed (the `peers` extra)")
+    zoo = os.environ.get("FUXICTR_MODEL_ZOO")
+    if not zoo:
+        pytest.skip("FUXICTR_MODEL_ZOO not set: FuxiCTR's models live in its GitHub model_zoo")
+    done = run_script(
+        repo_root,
+        "benchmarks/throughput.py",
+        "--models", "fm,ffm,hofm,wide_deep,deepcross,afm",
+        "--peers", "fuxictr",
+        "--k", "8",
+        "--attention-size", "8",
+        "--steps", "2",
+        "--windows", "1",
+        "--warmup", "1",
+        "--memory-steps", "0",
+        "--threads", "1",
+        "--mirror", str(mirror_dir),
+        "--fuxictr-zoo", zoo,
+        "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(done.stdout)
+    assert [(r["model"], r["peer_lib"]) for r in rows] == [
+        (m, "fuxictr") for m in ("fm", "ffm", "hofm", "wide_deep", "deepcross", "afm")
+    ]
+    for row in rows:
+        assert row["peer"] > 0 and row["ratio"] == pytest.approx(row["ours"] / row["peer"])
+    assert "| FuxiCTR (samples/s) |" in done.stderr
 
 
 def test_ablation_short_run(repo_root, mirror_dir):
