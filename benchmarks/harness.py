@@ -9,6 +9,7 @@ applies) on rows picked by index from tensors already in memory.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import statistics
@@ -251,6 +252,16 @@ def in_child(target: Callable, *args):
     result = queue.get(timeout=600)
     child.join()
     return result
+
+
+def emit(table: str, payload, as_json: bool) -> None:
+    """The Markdown table on stdout, or with ``--json`` the JSON on stdout and the table on
+    stderr."""
+    if as_json:
+        print(table, file=sys.stderr)
+        print(json.dumps(payload, indent=1))
+    else:
+        print(table)
 
 
 def env_threads(threads: int, keep_freed: bool = True) -> None:

@@ -47,7 +47,6 @@ field offsets, as int64.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -67,6 +66,7 @@ from harness import (
     Rows,
     alternate,
     copy_bandwidth,
+    emit,
     env_threads,
     field_aware_rows_touched,
     in_child,
@@ -543,11 +543,7 @@ def main(argv=None) -> int:
         from aoaffm.io import write_json
 
         write_json(args.details, {"context": context, "results": results, "bf16": bf16})
-    if args.json:
-        print(table, file=sys.stderr)
-        print(json.dumps(json_rows(results), indent=1))
-    else:
-        print(table)
+    emit(table, json_rows(results), args.json)
     if workdir is not None:
         workdir.cleanup()
     return 0

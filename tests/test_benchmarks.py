@@ -201,3 +201,58 @@ def test_page_faults_short_run(repo_root, mirror_dir):
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [line for line in done.stdout.splitlines() if line.startswith("| aoaffm")]
     assert [row.split("|")[2].strip() for row in rows] == ["trainer", "glibc default"]
+
+
+def test_protocol_time_splits_epochs(repo_root, mirror_dir, tmp_path):
+    """FM's two runs (pre-training, Table 3), one epoch of the real trainer each, split."""
+    out = tmp_path / "protocol_time.json"
+    done = run_script(
+        repo_root,
+        "benchmarks/protocol_time.py",
+        "--models", "fm",
+        "--epochs", "1",
+        "--mirror", str(mirror_dir),
+        "--json",
+        "--out", str(out),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    assert report == json.loads(out.read_text())
+    assert [(r["group"], r["model"]) for r in report["runs"]] == [
+        ("pretrain", "fm"),
+        ("table3", "fm"),
+    ]
+    for run in report["runs"]:
+        assert run["k"] == 256 and run["batch_size"] == 128 and run["epochs_timed"] == 1
+        for epoch in run["epochs"]:
+            assert all(epoch[phase] >= 0 for phase in ("train_s", "train_rmse_s", "validation_s"))
+            assert epoch["checkpoint_s"] > 0  # history.json and checkpoint.pt were written
+        mean = run["epoch"]
+        assert run["overhead_ratio"] == pytest.approx(
+            (mean["wall_s"] - mean["train_s"]) / mean["train_s"]
+        )
+        assert run["setup_s"] > 0 and run["end_s"] >= run["test_s"] > 0
+    assert report["runs"][1]["dropout"] == 0.4  # Table 3's FM trains with the profile's dropout
+    assert report["projections"] == {}  # FM alone cannot price the other models' runs
+    assert "(eval + ckpt + rest) / train" in done.stderr
+
+
+def test_protocol_time_projection(repo_root, monkeypatch):
+    """Runs priced at setup + end + epochs x epoch time, epochs from the published runs."""
+    monkeypatch.syspath_prepend(str(repo_root / "benchmarks"))
+    import protocol_time as pt
+
+    cfg = load_config(repo_root / "params.yaml", profile="frappe")
+    keys = {pt.timing_key(s) for s in pt.profile_runs(cfg)}
+    timed = {key: {"setup_s": 0.0, "end_s": 3.6, "epoch": {"wall_s": 36.0}} for key in keys}
+    published = pt.published_epochs()
+    assert published[("table3", "fm")] == [29] and len(published[("table2", "afm")]) == 2
+    table3 = pt.table3_runs(cfg)
+    assert sorted(s.group for s in table3).count("pretrain") == 2 and len(table3) == 10
+    result = pt.project(table3, timed, published, assumed=30)
+    epochs = sum(pt.epochs_of(s, published, 30)[0] for s in table3)
+    assert result["epochs"] == pytest.approx(epochs)
+    assert result["hours"] == pytest.approx((10 * 3.6 + epochs * 36.0) / 3600)
+    profile = pt.profile_runs(cfg)
+    planned = {s.run_id for g in GROUPS for s in plan(cfg, g, "frappe", searched=False)}
+    assert len(profile) == len(planned)  # a sweep point that is a table run is trained once
