@@ -23,9 +23,10 @@ projected from them.
    runs with the same identity counted once, as the pipeline trains them once) is priced at
    setup + end + epochs x (measured epoch wall time) of its model (FM and FFM without dropout
    at their pre-training's rate). Epochs per run: those of the published runs
-   (``reports/published/frappe/runs``: the same group and model, mean over seeds); a run
-   without a published twin takes the mean of the published runs of its model (sweeps,
-   random_start, Table 2's later seeds), else ``--assumed-epochs``. Runs at K < 256 (Figure
+   (``reports/published/frappe/runs``: the same group and model, mean over seeds, so also
+   Table 2's later seeds and the pre-trainings at other K); a run without one takes the mean
+   of its model's published runs of other groups but pre-training (sweeps, random_start),
+   else ``--assumed-epochs``. Runs at K < 256 (Figure
    3's embedding-size sweep) are priced at K = 256: an upper bound.
    With ``--gpu-check`` (the JSON of ``gpu_check.py --out``, run on a GPU) the same runs are
    priced on that device from its training and evaluation rates (no setup, checkpoint or
@@ -176,13 +177,11 @@ def epochs_of(spec, published: dict, assumed: int) -> tuple[float, str]:
     same = published.get((spec.group, spec.model))
     if same:
         return float(np.mean(same)), f"published {spec.group} runs"
-    if spec.group == "pretrain":  # other K: the published pre-training of that model
-        same = published.get(("pretrain", spec.model))
-        if same:
-            return float(np.mean(same)), "published pretrain runs"
-    model = [n for (_, m), runs in published.items() for n in runs if m == spec.model]
+    model = [  # a pre-training (no dropout) says little of a run with dropout
+        n for (g, m), runs in published.items() for n in runs if m == spec.model and g != "pretrain"
+    ]
     if model:
-        return float(np.mean(model)), f"published {spec.model} runs (any group)"
+        return float(np.mean(model)), f"published {spec.model} runs (other groups)"
     return float(assumed), "assumed"
 
 
