@@ -9,6 +9,7 @@ applies) on rows picked by index from tensors already in memory.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import statistics
@@ -195,6 +196,26 @@ class AttentionMatmuls:
         return 3 * 2 * rows * embedding_size * attention_size
 
 
+class DenseMatmuls:
+    """A dense network's matrix products of one step, nothing else: per Linear layer
+    (in, out) the forward X Wᵀ + b ([B, in] x [in, out]) and the backward's ∂X = G W and
+    ∂W = Gᵀ X."""
+
+    def __init__(self, batch: int, layers: list[tuple[int, int]], device="cpu"):
+        gen = torch.Generator().manual_seed(0)
+        make = lambda *shape: torch.randn(*shape, generator=gen).to(device)  # noqa: E731
+        self.layers = [
+            (make(batch, n_in), make(n_out, n_in), make(n_out), make(batch, n_out))
+            for n_in, n_out in layers
+        ]
+
+    def __call__(self) -> None:
+        for x, w, b, g in self.layers:
+            torch.addmm(b, x, w.t())
+            torch.mm(g, w)
+            torch.mm(g.t(), x)
+
+
 def field_aware_rows_touched(ids: torch.Tensor, batches: IndexBatches, count: int) -> float:
     """Mean number of distinct features per batch (each owns F rows of K in an FFM table)."""
     return float(np.mean([torch.unique(ids[next(batches)]).numel() for _ in range(count)]))
@@ -231,6 +252,16 @@ def in_child(target: Callable, *args):
     result = queue.get(timeout=600)
     child.join()
     return result
+
+
+def emit(table: str, payload, as_json: bool) -> None:
+    """The Markdown table on stdout, or with ``--json`` the JSON on stdout and the table on
+    stderr."""
+    if as_json:
+        print(table, file=sys.stderr)
+        print(json.dumps(payload, indent=1))
+    else:
+        print(table)
 
 
 def env_threads(threads: int, keep_freed: bool = True) -> None:

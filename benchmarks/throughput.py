@@ -1,8 +1,16 @@
-"""Training throughput of our FM, FFM, AFM and AoAFFM against the PyPI package torchfm 0.7.0
-(pytorch-fm) on real Frappe, plus the floors each model is measured against.
+"""Training throughput of our models against two peer libraries on real Frappe: the PyPI
+package torchfm 0.7.0 (pytorch-fm: FM, FFM, AFM) and FuxiCTR 2.3.10 (reczoo: FM, FFM, HOFM,
+Wide&Deep, DeepCrossing, AFM), plus the floors each model is measured against.
 
     python benchmarks/throughput.py              # Markdown table
-    python benchmarks/throughput.py --json       # JSON list of {model, k, ours, peer, ratio}
+    python benchmarks/throughput.py --json       # JSON list of {model, k, ours, peer, ratio,
+                                                 #   peer_lib}: one row per peer library
+    python benchmarks/throughput.py --fuxictr-zoo ../FuxiCTR/model_zoo   # with FuxiCTR
+
+FuxiCTR's six models are not in its PyPI package but in its GitHub repository's
+``model_zoo``: without ``--fuxictr-zoo`` (or ``$FUXICTR_MODEL_ZOO``), or without ``fuxictr``
+installed (``pip install -e ".[peers]"``), its rows are left out and the reason is printed.
+How it is run and what had to be adapted: ``benchmarks/fuxictr_peer.py``.
 
 Both sides train on the same rows (Frappe rebuilt from the raw archive in the data mirror,
 202,026 training rows), in the same process, with the same batch size, K, Adagrad settings
@@ -14,6 +22,8 @@ window (samples/s) after warm-up.
 Floors, measured in the same run:
 - attention models: the attention network's three matrix products of a step alone
   (forward W X, backward G W and Gᵀ X at [B·P, K] x [K, t]);
+- Wide&Deep and DeepCross: the same three products for every Linear layer of the network
+  (B x F·K input), which both libraries run through the same BLAS;
 - FFM: the bytes a step must move for the embedding rows it touches, at the bandwidth of a
   large tensor copy: distinct features per batch × F × K × 4 bytes × 5 accesses (read the
   weights, write the gradient, read and write Adagrad's sum, write the weights).
@@ -37,7 +47,6 @@ field offsets, as int64.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -51,11 +60,13 @@ import torch
 from harness import (
     REPO,
     AttentionMatmuls,
+    DenseMatmuls,
     IndexBatches,
     OurStep,
     Rows,
     alternate,
     copy_bandwidth,
+    emit,
     env_threads,
     field_aware_rows_touched,
     in_child,
@@ -69,9 +80,16 @@ from tqdm import tqdm
 from aoaffm.data import build_dataset, fetch_sources, load_processed
 from aoaffm.metrics import sum_squared_error
 from aoaffm.models import create
+from aoaffm.models.deep import DEEPCROSS_HIDDEN, WIDE_DEEP_HIDDEN
 
-PEER_MODELS = {"fm", "ffm", "afm"}  # torchfm has no AoAFFM
+# The models each peer library has of ours (neither has AoAFM, AFFM or AoAFFM).
+PEER_MODELS = {
+    "torchfm": {"fm", "ffm", "afm"},
+    "fuxictr": {"fm", "ffm", "hofm", "wide_deep", "deepcross", "afm"},
+}
+PEER_LIBS = tuple(PEER_MODELS)
 ATTENTION = {"afm", "aoafm", "affm", "aoaffm"}
+HIDDEN = {"wide_deep": list(WIDE_DEEP_HIDDEN), "deepcross": list(DEEPCROSS_HIDDEN)}
 FFM_ACCESSES = 5  # read weights, write gradient, read + write Adagrad's sum, write weights
 
 
@@ -129,10 +147,26 @@ def frappe(args) -> tuple:
 
 
 def make_step(side: str, name: str, k: int, data, rows: Rows, args, *, bf16=False):
+    """One training step of ``side``: "ours", "torchfm" or "fuxictr"."""
     torch.manual_seed(args.seed)
     if side == "ours":
         model = create(name, data.n_features, data.n_fields, k, attention_size=args.attention_size)
         return OurStep(model, rows, args.batch_size, args.learning_rate, seed=args.seed, bf16=bf16)
+    if side == "fuxictr":
+        import fuxictr_peer
+
+        model = fuxictr_peer.build(
+            name,
+            list(data.field_sizes),
+            k,
+            attention_size=args.attention_size,
+            hidden_sizes=HIDDEN.get(name),
+            learning_rate=args.learning_rate,
+            zoo=args.fuxictr_zoo,
+        )
+        return fuxictr_peer.FuxiStep(
+            model, rows, data.meta["field_offsets"], args.batch_size, args.seed
+        )
     model = import_torchfm()[name](list(data.field_sizes), k, args.attention_size)
     return PeerStep(
         model, rows, data.meta["field_offsets"], args.batch_size, args.learning_rate, args.seed
@@ -145,8 +179,10 @@ def _memory_child(queue, side, name, k, args) -> None:
     warnings.simplefilter("ignore")
     data = load_processed(args.processed)
     rows = Rows.from_split(data.split("train"))
-    if side == "peer":
+    if side == "torchfm":
         import_torchfm()
+    if side == "fuxictr":
+        import fuxictr.pytorch.models  # noqa: F401 (its imports are not the model's memory)
     if not reset_peak_rss():
         queue.put(None)
         return
@@ -164,24 +200,37 @@ def peak_memory(side, name, k, args) -> int | None:
 # --------------------------------------------------------------------------- one cell
 
 
+def peers_of(name: str, args) -> list[str]:
+    return [lib for lib in args.peers if name in PEER_MODELS[lib]]
+
+
 def measure(name: str, k: int, data, rows: Rows, args, bandwidth: float) -> dict:
+    """Ours, each peer library that has the model and the floor probe, in alternating
+    windows: every ratio comes from one run."""
     sides = {"ours": make_step("ours", name, k, data, rows, args)}
-    if name in PEER_MODELS:
-        sides["peer"] = make_step("peer", name, k, data, rows, args)
+    for lib in peers_of(name, args):
+        sides[lib] = make_step(lib, name, k, data, rows, args)
     n_pairs = data.n_fields * (data.n_fields - 1) // 2
     if name in ATTENTION:
         sides["floor"] = AttentionMatmuls(args.batch_size * n_pairs, k, args.attention_size)
+    if name in HIDDEN:
+        sides["floor"] = DenseMatmuls(args.batch_size, deep_layers(name, data.n_fields * k))
     timings = alternate(sides, steps=args.steps, windows=args.windows, warmup=args.warmup)
     per_second = {side: args.batch_size / median(t) for side, t in timings.items()}
     result = {
         "model": name,
         "k": k,
         "ours": per_second["ours"],
-        "peer": per_second.get("peer"),
-        "ratio": per_second["ours"] / per_second["peer"] if "peer" in per_second else None,
         "ours_step_ms": 1e3 * median(timings["ours"]),
         "spread": {side: spread(t) for side, t in timings.items()},
     }
+    for lib in peers_of(name, args):
+        result[lib] = per_second[lib]
+        result[f"{lib}_ratio"] = per_second["ours"] / per_second[lib]
+        result[f"{lib}_step_ms"] = 1e3 * median(timings[lib])
+    if name in HIDDEN:
+        result["floor"] = "dense matmuls"
+        result["floor_step_ms"] = 1e3 * median(timings["floor"])
     if name in ATTENTION:
         result["floor"] = "attention matmuls"
         result["floor_step_ms"] = 1e3 * median(timings["floor"])
@@ -198,10 +247,38 @@ def measure(name: str, k: int, data, rows: Rows, args, bandwidth: float) -> dict
     if "floor_step_ms" in result:
         result["from_floor"] = result["ours_step_ms"] / result["floor_step_ms"]
     if args.memory_steps > 0:
-        for side in ("ours", "peer") if name in PEER_MODELS else ("ours",):
+        for side in ("ours", *peers_of(name, args)):
             growth = peak_memory(side, name, k, args)
             result[f"{side}_peak_mib"] = None if growth is None else growth / 2**20
     return result
+
+
+def deep_layers(name: str, width: int) -> list[tuple[int, int]]:
+    """(in, out) of every Linear layer of Wide&Deep's MLP or DeepCross's residual units."""
+    if name == "wide_deep":
+        sizes = [width, *HIDDEN[name], 1]
+        return list(zip(sizes[:-1], sizes[1:], strict=True))
+    units = [(width, h) for h in HIDDEN[name]]
+    return [layer for w, h in units for layer in ((w, h), (h, w))] + [(width, 1)]
+
+
+def json_rows(results: list[dict]) -> list[dict]:
+    """One row per (model, K, peer library); a model no peer has gets one row without."""
+    rows = []
+    for r in results:
+        libs = [lib for lib in PEER_LIBS if lib in r] or [None]
+        for lib in libs:
+            rows.append(
+                {
+                    "model": r["model"],
+                    "k": r["k"],
+                    "ours": r["ours"],
+                    "peer": r.get(lib),
+                    "ratio": r.get(f"{lib}_ratio"),
+                    "peer_lib": lib,
+                }
+            )
+    return rows
 
 
 # --------------------------------------------------------------------------- bf16
@@ -260,18 +337,25 @@ def markdown(results: list[dict], bf16: list[dict], context: dict) -> str:
         f"at end {context['load_end']}; CPU pressure (PSI some avg60) at start "
         f"{context['pressure_start']}, at end {context['pressure_end']}.",
         "",
-        "| model | K | ours (samples/s) | torchfm (samples/s) | ratio | ours ms/step "
-        "| floor ms/step | × floor | ours peak MiB | torchfm peak MiB | window spread |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| model | K | ours (samples/s) | torchfm (samples/s) | ratio | FuxiCTR (samples/s) "
+        "| ratio | ours ms/step | FuxiCTR ms/step | floor ms/step | × floor | ours peak MiB "
+        "| torchfm peak MiB | FuxiCTR peak MiB | window spread |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| ---: | ---: | --- |",
     ]
     for r in results:
         noise = ", ".join(f"{side} {value:.0%}" for side, value in r["spread"].items())
         lines.append(
-            f"| {r['model']}{' (bf16)' if r.get('bf16') else ''} | {r['k']} | {fmt(r['ours'])} "
-            f"| {fmt(r['peer'])} | {fmt(r['ratio'], 2)} | {fmt(r['ours_step_ms'], 2)} "
+            f"| {r['model']} | {r['k']} | {fmt(r['ours'])} "
+            f"| {fmt(r.get('torchfm'))} | {fmt(r.get('torchfm_ratio'), 2)} "
+            f"| {fmt(r.get('fuxictr'))} | {fmt(r.get('fuxictr_ratio'), 2)} "
+            f"| {fmt(r['ours_step_ms'], 2)} | {fmt(r.get('fuxictr_step_ms'), 2)} "
             f"| {fmt(r.get('floor_step_ms'), 2)} | {fmt(r.get('from_floor'), 2)} "
-            f"| {fmt(r.get('ours_peak_mib'), 1)} | {fmt(r.get('peer_peak_mib'), 1)} | {noise} |"
+            f"| {fmt(r.get('ours_peak_mib'), 1)} | {fmt(r.get('torchfm_peak_mib'), 1)} "
+            f"| {fmt(r.get('fuxictr_peak_mib'), 1)} | {noise} |"
         )
+    for lib, reason in context.get("peers_left_out", {}).items():
+        lines += ["", f"{lib} left out: {reason}"]
     if bf16:
         lines += [
             "",
@@ -287,6 +371,12 @@ def markdown(results: list[dict], bf16: list[dict], context: dict) -> str:
                 f"| {r['rmse_change']:+.5f} |"
             )
     return "\n".join(lines)
+
+
+def peer_version(lib: str) -> str:
+    from importlib.metadata import version
+
+    return version(lib)
 
 
 def cpu_pressure() -> str:
@@ -313,8 +403,20 @@ def parse_args(argv=None):
     )
     parser.add_argument(
         "--models",
-        default="fm,ffm,afm,aoaffm",
-        help="comma-separated (ours: any aoaffm model; peer: fm, ffm, afm)",
+        default="fm,ffm,hofm,wide_deep,deepcross,afm,aoaffm",
+        help="comma-separated (ours: any aoaffm model; torchfm: fm, ffm, afm; FuxiCTR: fm, "
+        "ffm, hofm, wide_deep, deepcross, afm)",
+    )
+    parser.add_argument(
+        "--peers",
+        default=",".join(PEER_LIBS),
+        help="peer libraries, comma-separated (default: torchfm,fuxictr)",
+    )
+    parser.add_argument(
+        "--fuxictr-zoo",
+        default=None,
+        help="the model_zoo folder of a reczoo/FuxiCTR checkout, where its models live "
+        "(default: $FUXICTR_MODEL_ZOO; without it the FuxiCTR rows are left out)",
     )
     parser.add_argument("--k", default="64,256", help="embedding sizes, comma-separated")
     parser.add_argument("--batch-size", type=int, default=128)
@@ -358,7 +460,7 @@ def parse_args(argv=None):
     parser.add_argument(
         "--json",
         action="store_true",
-        help="print the JSON list {model, k, ours, peer, ratio} on stdout "
+        help="print the JSON list {model, k, ours, peer, ratio, peer_lib} on stdout "
         "(the table goes to stderr)",
     )
     parser.add_argument(
@@ -367,12 +469,39 @@ def parse_args(argv=None):
         default=None,
         help="write every measurement (floors, memory, noise) to this JSON",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.peers = [lib.strip() for lib in args.peers.split(",") if lib.strip()]
+    unknown = sorted(set(args.peers) - set(PEER_LIBS))
+    if unknown:
+        parser.error(f"unknown peer librar{'ies' if len(unknown) > 1 else 'y'} {unknown}")
+    return args
+
+
+def available_peers(args) -> dict[str, str]:
+    """Drop the peer libraries that cannot run here from ``args.peers``; {lib: why}."""
+    left_out = {}
+    if "fuxictr" in args.peers:
+        import fuxictr_peer
+
+        args.fuxictr_zoo = fuxictr_peer.zoo_path(args.fuxictr_zoo)
+        reason = fuxictr_peer.unavailable(args.fuxictr_zoo)
+        if reason is not None:
+            left_out["fuxictr"] = reason
+    if "torchfm" in args.peers:
+        try:
+            import_torchfm()
+        except ImportError as error:
+            left_out["torchfm"] = f"torchfm cannot be imported ({error})"
+    args.peers = [lib for lib in args.peers if lib not in left_out]
+    for lib, reason in left_out.items():
+        print(f"throughput: {lib} left out: {reason}", file=sys.stderr)
+    return left_out
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     env_threads(args.threads, keep_freed=not args.default_malloc)
+    peers_left_out = available_peers(args)
     warnings.filterwarnings("ignore", message="Sparse invariant checks")
     torch.sparse.check_sparse_tensor_invariants.disable()
     data, workdir = frappe(args)
@@ -397,6 +526,8 @@ def main(argv=None) -> int:
         "machine": platform.processor() or platform.machine(),
         "torch": torch.__version__,
         "numpy": np.__version__,
+        "peers": {lib: peer_version(lib) for lib in args.peers},
+        "peers_left_out": peers_left_out,
         "train_rows": len(rows),
         "batch_size": args.batch_size,
         "threads": args.threads,
@@ -412,12 +543,7 @@ def main(argv=None) -> int:
         from aoaffm.io import write_json
 
         write_json(args.details, {"context": context, "results": results, "bf16": bf16})
-    if args.json:
-        print(table, file=sys.stderr)
-        keys = ("model", "k", "ours", "peer", "ratio")
-        print(json.dumps([{key: r[key] for key in keys} for r in results], indent=1))
-    else:
-        print(table)
+    emit(table, json_rows(results), args.json)
     if workdir is not None:
         workdir.cleanup()
     return 0

@@ -4,6 +4,7 @@ asserted, the machine running the tests is shared)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -88,16 +89,19 @@ def test_throughput_short_run(repo_root, mirror_dir, tmp_path):
         "--bf16-steps", "4",
         "--threads", "1",
         "--mirror", str(mirror_dir),
+        "--fuxictr-zoo", str(tmp_path / "no-model-zoo"),
         "--json",
         "--details", str(details),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
+    # FuxiCTR cannot run (no model_zoo here, or not installed): left out, and said so
+    assert "fuxictr left out: " in done.stderr
     rows = json.loads(done.stdout)
-    assert [(r["model"], r["k"]) for r in rows] == [
-        ("fm", 8), ("ffm", 8), ("afm", 8), ("aoaffm", 8)
+    assert [(r["model"], r["k"], r["peer_lib"]) for r in rows] == [
+        ("fm", 8, "torchfm"), ("ffm", 8, "torchfm"), ("afm", 8, "torchfm"), ("aoaffm", 8, None)
     ]  # fmt: skip
     for row in rows:
-        assert set(row) == {"model", "k", "ours", "peer", "ratio"}
+        assert set(row) == {"model", "k", "ours", "peer", "ratio", "peer_lib"}
         assert row["ours"] > 0
         if row["model"] == "aoaffm":  # torchfm has none
             assert row["peer"] is None and row["ratio"] is None
@@ -113,12 +117,47 @@ def test_throughput_short_run(repo_root, mirror_dir, tmp_path):
     for name in ("afm", "aoaffm"):
         assert by_model[name]["floor"] == "attention matmuls"
         assert by_model[name]["floor_step_ms"] > 0
-    assert by_model["fm"]["ours_peak_mib"] >= 0 and by_model["fm"]["peer_peak_mib"] >= 0
-    assert "peer_peak_mib" not in by_model["aoaffm"]
+    assert by_model["fm"]["ours_peak_mib"] >= 0 and by_model["fm"]["torchfm_peak_mib"] >= 0
+    assert "torchfm_peak_mib" not in by_model["aoaffm"]
+    assert "fuxictr" in recorded["context"]["peers_left_out"]
     (bf16,) = recorded["bf16"]  # the extra row: afm under bf16 autocast, RMSE effect
     assert bf16["model"] == "afm" and bf16["speedup"] > 0
     assert 0 < bf16["fp32_validation_rmse"] < 1.5 and 0 < bf16["bf16_validation_rmse"] < 1.5
     assert "bf16 autocast (samples/s)" in done.stderr
+
+
+@pytest.mark.slow
+def test_throughput_fuxictr_peer(repo_root, mirror_dir):
+    """Every model FuxiCTR has, against its own model and train_step (optional: needs
+    ``pip install fuxictr==2.3.10`` and a checkout of its model_zoo in FUXICTR_MODEL_ZOO)."""
+    pytest.importorskip("fuxictr", reason="FuxiCTR not installed (the `peers` extra)")
+    zoo = os.environ.get("FUXICTR_MODEL_ZOO")
+    if not zoo:
+        pytest.skip("FUXICTR_MODEL_ZOO not set: FuxiCTR's models live in its GitHub model_zoo")
+    done = run_script(
+        repo_root,
+        "benchmarks/throughput.py",
+        "--models", "fm,ffm,hofm,wide_deep,deepcross,afm",
+        "--peers", "fuxictr",
+        "--k", "8",
+        "--attention-size", "8",
+        "--steps", "2",
+        "--windows", "1",
+        "--warmup", "1",
+        "--memory-steps", "0",
+        "--threads", "1",
+        "--mirror", str(mirror_dir),
+        "--fuxictr-zoo", zoo,
+        "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(done.stdout)
+    assert [(r["model"], r["peer_lib"]) for r in rows] == [
+        (m, "fuxictr") for m in ("fm", "ffm", "hofm", "wide_deep", "deepcross", "afm")
+    ]
+    for row in rows:
+        assert row["peer"] > 0 and row["ratio"] == pytest.approx(row["ours"] / row["peer"])
+    assert "| FuxiCTR (samples/s) |" in done.stderr
 
 
 def test_ablation_short_run(repo_root, mirror_dir):
@@ -162,3 +201,58 @@ def test_page_faults_short_run(repo_root, mirror_dir):
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [line for line in done.stdout.splitlines() if line.startswith("| aoaffm")]
     assert [row.split("|")[2].strip() for row in rows] == ["trainer", "glibc default"]
+
+
+def test_protocol_time_splits_epochs(repo_root, mirror_dir, tmp_path):
+    """FM's two runs (pre-training, Table 3), one epoch of the real trainer each, split."""
+    out = tmp_path / "protocol_time.json"
+    done = run_script(
+        repo_root,
+        "benchmarks/protocol_time.py",
+        "--models", "fm",
+        "--epochs", "1",
+        "--mirror", str(mirror_dir),
+        "--json",
+        "--out", str(out),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    assert report == json.loads(out.read_text())
+    assert [(r["group"], r["model"]) for r in report["runs"]] == [
+        ("pretrain", "fm"),
+        ("table3", "fm"),
+    ]
+    for run in report["runs"]:
+        assert run["k"] == 256 and run["batch_size"] == 128 and run["epochs_timed"] == 1
+        for epoch in run["epochs"]:
+            assert all(epoch[phase] >= 0 for phase in ("train_s", "train_rmse_s", "validation_s"))
+            assert epoch["checkpoint_s"] > 0  # history.json and checkpoint.pt were written
+        mean = run["epoch"]
+        assert run["overhead_ratio"] == pytest.approx(
+            (mean["wall_s"] - mean["train_s"]) / mean["train_s"]
+        )
+        assert run["setup_s"] > 0 and run["end_s"] >= run["test_s"] > 0
+    assert report["runs"][1]["dropout"] == 0.4  # Table 3's FM trains with the profile's dropout
+    assert report["projections"] == {}  # FM alone cannot price the other models' runs
+    assert "(eval + ckpt + rest) / train" in done.stderr
+
+
+def test_protocol_time_projection(repo_root, monkeypatch):
+    """Runs priced at setup + end + epochs x epoch time, epochs from the published runs."""
+    monkeypatch.syspath_prepend(str(repo_root / "benchmarks"))
+    import protocol_time as pt
+
+    cfg = load_config(repo_root / "params.yaml", profile="frappe")
+    keys = {pt.timing_key(s) for s in pt.profile_runs(cfg)}
+    timed = {key: {"setup_s": 0.0, "end_s": 3.6, "epoch": {"wall_s": 36.0}} for key in keys}
+    published = pt.published_epochs()
+    assert published[("table3", "fm")] == [29] and len(published[("table2", "afm")]) == 2
+    table3 = pt.table3_runs(cfg)
+    assert sorted(s.group for s in table3).count("pretrain") == 2 and len(table3) == 10
+    result = pt.project(table3, timed, published, assumed=30)
+    epochs = sum(pt.epochs_of(s, published, 30)[0] for s in table3)
+    assert result["epochs"] == pytest.approx(epochs)
+    assert result["hours"] == pytest.approx((10 * 3.6 + epochs * 36.0) / 3600)
+    profile = pt.profile_runs(cfg)
+    planned = {s.run_id for g in GROUPS for s in plan(cfg, g, "frappe", searched=False)}
+    assert len(profile) == len(planned)  # a sweep point that is a table run is trained once

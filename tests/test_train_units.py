@@ -296,7 +296,19 @@ def test_run_writes_history_model_metrics_and_dvclive(synthetic, tmp_path):
     metrics = train_model(model, synthetic, config(lambda_attention=1.0), run, progress=False)
     history = read_json(run / "history.json")
     assert [h["epoch"] for h in history] == [1, 2, 3]
-    assert set(history[0]) == {"epoch", "train_rmse", "validation_rmse", "time_s", "eval_time_s"}
+    assert set(history[0]) == {
+        "epoch",
+        "train_rmse",
+        "validation_rmse",
+        "time_s",
+        "eval_time_s",
+        "train_rmse_time_s",
+        "validation_time_s",
+        "checkpoint_time_s",
+    }
+    assert history[0]["eval_time_s"] == pytest.approx(
+        history[0]["train_rmse_time_s"] + history[0]["validation_time_s"], abs=1e-3
+    )
     assert read_json(run / "metrics.json") == metrics
     assert not (run / "checkpoint.pt").exists()  # removed once the run is complete
     best = metrics["best_epoch"]

@@ -287,12 +287,22 @@ class _Trainer:
         _synchronize(self.device)
         trained = time.perf_counter()
         dist_utils.broadcast_buffers(self.model, self.ctx)
+        train_rmse = self._rmse(TRAIN_RMSE_SPLIT)
+        train_evaluated = time.perf_counter()
+        validation_rmse = self._rmse("validation")
+        evaluated = time.perf_counter()
+        # The epoch's phases in seconds (benchmarks/protocol_time.py splits an epoch with
+        # them): training pass, evaluation (both splits, and each), and the checkpoint
+        # written after the entry (added once written, so in history.json from the next
+        # write on; the run's last history.json has every epoch's).
         entry = {
             "epoch": epoch,
-            "train_rmse": self._rmse(TRAIN_RMSE_SPLIT),
-            "validation_rmse": self._rmse("validation"),
+            "train_rmse": train_rmse,
+            "validation_rmse": validation_rmse,
             "time_s": trained - started,
-            "eval_time_s": time.perf_counter() - trained,
+            "eval_time_s": evaluated - trained,
+            "train_rmse_time_s": train_evaluated - trained,
+            "validation_time_s": evaluated - train_evaluated,
         }
         for key in ("train_rmse", "validation_rmse"):
             if not math.isfinite(entry[key]):
@@ -309,7 +319,9 @@ class _Trainer:
             validation, self.config.min_epochs, self.config.patience, self.config.stop_rule
         )
         self.elapsed_s += time.perf_counter() - started
+        checkpointing = time.perf_counter()
         self._checkpoint()
+        entry["checkpoint_time_s"] = time.perf_counter() - checkpointing
         return entry
 
     def _final_metrics(self) -> dict[str, Any]:
