@@ -256,3 +256,14 @@ def test_protocol_time_projection(repo_root, monkeypatch):
     profile = pt.profile_runs(cfg)
     planned = {s.run_id for g in GROUPS for s in plan(cfg, g, "frappe", searched=False)}
     assert len(profile) == len(planned)  # a sweep point that is a table run is trained once
+
+
+def test_eval_chunks_short_run(repo_root):
+    done = run_script(
+        repo_root, "benchmarks/eval_chunks.py", "--rows", "600", "--repeats", "1",
+        "--models", "afm,deepcross", "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(done.stdout)
+    assert [r["model"] for r in rows] == ["afm", "deepcross"]
+    assert all(r["same_bits"] and r["chunked_rows_per_s"] > 0 for r in rows)
