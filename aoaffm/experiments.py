@@ -197,14 +197,15 @@ SETTING_DECISIONS = {
     "seeds": "selects runs: how many seeds; each run's own seed is in its identity",
 }
 # Not settings but facts of the machine, checked where a run trains (aoaffm.train.loop.
-# run_facts): the processed data's content digest, whether the C++ CPU kernels or torch
-# compute the steps (AOAFFM_NATIVE, a compiler), and a CPU run's thread count. The C++
-# kernels (FM, FFM) give the same bits on 1 and 2 threads (tests/test_models_native.py), but
-# MKL's products (the attention models, Wide&Deep, DeepCross) round differently with it and the
-# runs drift apart (Wide&Deep 2e-4, DeepCross 8e-4 in RMSE after 2 quick-profile epochs on
-# Frappe, benchmarks/RESULTS.md "Run-level parallelism"), so a finished CPU run is reused
-# only on as many threads; a run on T threads gives the same bits wherever it runs
-# (tests/test_parallel.py).
+# run_facts): the processed data's content digest, and whether the C++ CPU kernels or torch
+# compute the steps (AOAFFM_NATIVE, a compiler). The thread count is in neither, and that is
+# a known gap: the C++ kernels (FM, FFM) give the same bits on 1 and 2 threads
+# (tests/test_models_native.py), but MKL's products (the attention models, Wide&Deep,
+# DeepCross) round differently with it and the runs drift apart (Wide&Deep 2e-4, DeepCross
+# 8e-4 in RMSE after 2 quick-profile epochs on Frappe, benchmarks/RESULTS.md "Run-level
+# parallelism"), so a finished run is reused whatever the threads it trained on. Checking it
+# needs the thread share a run would get on a worker (train.workers), not the stage's count.
+# A run on T threads gives the same bits wherever it runs (tests/test_parallel.py).
 
 
 def _settings(

@@ -210,23 +210,6 @@ def test_other_cpu_step_code_is_refused(finished_state):
         run_group(resolve(params), "table3", "frappe", **kw)
 
 
-def test_another_cpu_thread_count_is_refused(finished_state):
-    """MKL's products round by the thread count (Wide&Deep's and DeepCross's RMSE moved by
-    2e-4 and 8e-4 between 1 and 2 threads), so a finished CPU run is not reused on another."""
-    import torch
-
-    params, kw, _ = finished_state
-    threads = torch.get_num_threads()
-    torch.set_num_threads(threads + 1)
-    try:
-        with pytest.raises(
-            RunMismatch, match=rf"cpu_threads = {threads}, but now .* = {threads + 1}"
-        ):
-            run_group(resolve(params), "table3", "frappe", **kw)
-    finally:
-        torch.set_num_threads(threads)
-
-
 def test_the_label_scale_is_in_the_identity_of_criteo_runs_only():
     """Criteo's 0/1 labels name other runs than its ±1 labels did; runs on ±1 data keep the
     ids they had before the scale entered the identity."""

@@ -22,7 +22,12 @@ from aoaffm.models import load_model
 from aoaffm.train import train_model
 
 MODELS = ["fm", "wide_deep", "afm"]  # afm starts from the pretrain group's FM
-TIMES = {"wall_time_s", "epoch_time_s", "time_s", "eval_time_s"}  # the only keys that differ
+
+
+def _untimed(record: dict) -> dict:
+    """A metrics or history entry without its timings (wall_time_s, time_s, the per-phase
+    validation_time_s, ...), the only keys that differ between two runs of the same bits."""
+    return {k: v for k, v in record.items() if not k.endswith("time_s")}
 
 
 def _group_params(**train) -> dict:
@@ -44,8 +49,8 @@ def _numbers(root, group: str = "table3") -> dict:
         metrics = json.loads((run / "metrics.json").read_text())
         history = json.loads((run / "history.json").read_text())
         out[run.name] = (
-            {k: v for k, v in metrics.items() if k not in TIMES},
-            [{k: v for k, v in entry.items() if k not in TIMES} for entry in history],
+            _untimed(metrics),
+            [_untimed(entry) for entry in history],
             load_model(run / "model.pt").state_dict(),
         )
     return out

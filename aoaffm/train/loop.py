@@ -164,9 +164,6 @@ def run_facts(data, device: torch.device, config: TrainConfig) -> dict[str, Any]
     return {
         "data_digest": data.digest if hasattr(data, "digest") else None,
         "step_code": "cpu-kernels" if on_cpu_kernels else f"torch-{device.type}",
-        # MKL's products (attention layers, MLPs) split their work by the thread count, and
-        # rows then round differently: a CPU run is reused only on as many threads.
-        "cpu_threads": torch.get_num_threads() if device.type == "cpu" else None,
     }
 
 
@@ -175,8 +172,7 @@ def check_same_facts(path: Path, stored: dict[str, Any], facts: dict[str, Any]) 
         if stored.get(key) != value:
             raise RunMismatch(
                 f"{path}: this run was computed with {key} = {stored.get(key)!r}, but now "
-                f"{key} = {value!r} (other data, AOAFFM_NATIVE / the C++ compiler, or the "
-                f"thread count: OMP_NUM_THREADS, train.workers); "
+                f"{key} = {value!r} (other data, or AOAFFM_NATIVE / the C++ compiler changed); "
                 f"restore what changed, or delete {path.parent} to train it again"
             )
 
