@@ -412,6 +412,35 @@ def test_checkpoint_of_other_settings_is_not_resumed(synthetic, tmp_path):
         train_model(build("hofm", synthetic), synthetic, config(), run, progress=False)
 
 
+@pytest.mark.parametrize("killed_after", [3, 4])
+def test_checkpoint_keeps_the_best_weights_once(synthetic, tmp_path, killed_after):
+    """At learning rate 0.2 the validation RMSE is best at epoch 3 and rises at 4. A checkpoint
+    after epoch 3 stores the best weights only as the model's; one after epoch 4 stores both.
+    Either resumes into the uninterrupted run's metrics and best weights."""
+    settings = config(learning_rate=0.2, epochs=5, min_epochs=5, patience=10)
+    whole = train_model(build("fm", synthetic), synthetic, settings, tmp_path / "whole")
+    validation = [h["validation_rmse"] for h in read_json(tmp_path / "whole" / "history.json")]
+    assert best_epoch(validation[:3]) == 3 and best_epoch(validation[:4]) == 3
+
+    run = tmp_path / "killed"
+    with pytest.raises(SimulatedKill):
+        train_model(
+            build("fm", synthetic),
+            synthetic,
+            settings,
+            run,
+            progress=False,
+            on_epoch_end=kill_after(killed_after),
+        )
+    stored = torch.load(run / "checkpoint.pt", weights_only=True)["best_state"]
+    assert (stored is None) is (killed_after == 3)
+    resumed = train_model(build("fm", synthetic), synthetic, settings, run, progress=False)
+    for key in ("validation_rmse", "test_rmse", "best_epoch", "epochs"):
+        assert resumed[key] == whole[key], key
+    best = (load_model(d / "model.pt").state_dict() for d in (tmp_path / "whole", run))
+    assert all(torch.equal(a, b) for a, b in zip(*(s.values() for s in best), strict=True))
+
+
 def test_bf16_autocast_runs_on_cpu(synthetic):
     fp32 = train_model(
         build("afm", synthetic, attention_size=8), synthetic, config(), progress=False
