@@ -14,7 +14,15 @@ the runs repeated (scratch script, 2 CPU cores, torch 2.13):
     wide_deep, deepcross (no batch norm, lr 0.01)  <= 1.5e-5
     FM history / test  <= 1.4e-7              AFM from that FM  4.9e-5
 
-The tolerances below are 25-40 times those shifts. Training amplifies rounding unevenly: the
+A second CPU then measured the real thing: the pins were made on an Intel Xeon with AMX; on
+an AMD EPYC (AVX-512, no AMX; same torch 2.13.0+cpu wheel, 2026-12-03) FM, HOFM and FFM came
+out bit for bit the same, and the others moved by (largest of the two pinned numbers)
+
+    afm 4.7e-5   aoafm 4.4e-6   affm 7.3e-6   aoaffm 3.1e-6   wide_deep 6.3e-5   deepcross 4.2e-5
+
+where the attention and MLP products take other kernels: more than the one-ulp model
+predicted for AFM and AoAFM (a different summation order at every step, not once at the
+start). The tolerances below are 25-40 times the larger of the two measured shifts. Training amplifies rounding unevenly: the
 deep baselines under batch norm moved by up to 1.3e-2 (ReLU stacks, batch statistics and
 Adagrad's ~lr-sized first steps), too chaotic to pin, so they run here without batch norm
 and with params.yaml's learning rate for them (0.01); every other model keeps batch norm.
@@ -40,12 +48,14 @@ K = 8
 ATTENTION_MODELS = ("afm", "aoafm", "affm", "aoaffm")
 DEEP_MODELS = ("wide_deep", "deepcross")
 SMOOTH_ATOL = 1e-5  # measured shifts <= 2.5e-7 (see the module docstring)
-TOLERANCES = {  # atol per model, 25-40 times the measured shifts
-    **{name: SMOOTH_ATOL for name in ("fm", "hofm", "ffm", "afm", "aoafm")},
+TOLERANCES = {  # atol per model, 25-40 times the larger measured shift (module docstring)
+    **{name: SMOOTH_ATOL for name in ("fm", "hofm", "ffm")},
+    "afm": 1.5e-3,  # 4.7e-5 on a second CPU
+    "aoafm": 1.5e-4,  # 4.4e-6 on a second CPU
     "aoaffm": 1e-4,
     "affm": 1e-3,
-    "wide_deep": 5e-4,
-    "deepcross": 5e-4,
+    "wide_deep": 2e-3,  # 6.3e-5 on a second CPU
+    "deepcross": 1.5e-3,  # 4.2e-5 on a second CPU
 }
 AFM_FROM_FM_ATOL = 1e-3  # measured shift 4.9e-5
 
