@@ -444,7 +444,7 @@ def test_cpu_training_flushes_subnormals_in_every_thread(synthetic):
     """An attention W decaying under a large λ turns subnormal, which x86 multiplies ~100x
     slower (Frappe AFM, λ = 10, stalled in its first epoch): the trainer flushes them to zero,
     in torch's worker threads too (a 2-thread product over a large tensor)."""
-    from aoaffm.models import native
+    from aoaffm.fast import native
 
     if native.library() is None:
         pytest.skip("the C++ kernels (which reach the worker threads) are not available")
