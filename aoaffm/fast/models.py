@@ -53,6 +53,8 @@ def dropout_mask(module: nn.Dropout, x: torch.Tensor) -> torch.Tensor | None:
 
 def dropout(module: nn.Dropout, x: torch.Tensor) -> torch.Tensor:
     """``module(x)`` with the mask drawn by ``dropout_mask``."""
+    if not module.training or module.p == 0:  # what nn.Dropout returns, without its call
+        return x
     mask = dropout_mask(module, x)
     return module(x) if mask is None else x * mask
 
