@@ -15,15 +15,13 @@ from typing import Any
 
 import yaml
 
-from aoaffm.errors import AoaffmError, first_line
+from aoaffm.errors import ConfigError, first_line
+
+__all__ = ["ConfigError", "load_config", "validate"]  # ConfigError lives in aoaffm.errors
 
 PROFILES = ("paper", "frappe", "quick")
 DATASETS = ("frappe", "movielens", "criteo")
 OVERRIDE_SECTIONS = ("model", "train", "data")
-
-
-class ConfigError(AoaffmError, ValueError):
-    """A parameter has a value the protocol cannot use (or a key nothing reads)."""
 
 
 def deep_merge(base: dict, update: dict) -> dict:
@@ -155,6 +153,11 @@ OVERRIDE_KEYS = {
 }  # fmt: skip
 
 
+# The hyper-parameters a Figure 3 sweep can vary (each has its sweeps.<param> section).
+SWEEP_PARAMS = ("embedding_size", "dropout", "lambda")
+# The models the planted-redundancy experiment trains: FM and FFM (its pre-training and
+# baselines) and the attention family.
+REDUNDANCY_MODELS = ("fm", "afm", "aoafm", "ffm", "affm", "aoaffm")
 # The planted-redundancy experiment's section (aoaffm.experiments._redundancy_plan).
 REDUNDANCY_KEYS = ("datasets", "fields", "kinds", "r", "epsilon", "coarse_values", "seeds",
                    "models", "embedding_size", "attention_size", "epochs")  # fmt: skip
@@ -168,7 +171,6 @@ def params_schema() -> dict:
     does to a run's identity is decided in ``aoaffm.experiments.SETTING_DECISIONS`` (a test
     keeps the two in step).
     """
-    from aoaffm.experiments import SWEEP_PARAMS
     from aoaffm.models import MODEL_NAMES
 
     data = {**_keys("mirror", "negatives_per_positive", "split"),
@@ -250,20 +252,31 @@ def _is_number(value: Any) -> bool:
 
 
 def check_hparams(hp: dict, source: str, where: str) -> None:
-    """Range checks shared by every place a model setting can come from."""
+    """Range checks shared by every place a model setting can come from, by the rules of
+    their owners: the model's (``aoaffm.models.registry``) and the trainer's
+    (``aoaffm.train.config``); ``lambda`` is λ1 or λ2 (``lambda_attention``'s rule)."""
+    from aoaffm.models.registry import HPARAM_RULES
+    from aoaffm.train.config import RULES
+
     rules = {
-        "dropout": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
-        "lambda": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
-        "learning_rate": (lambda v: _is_number(v) and v > 0, "a number > 0"),
-        "embedding_size": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
-        "attention_size": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
-        "batch_size": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
-        "epochs": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+        **{key: HPARAM_RULES[key] for key in ("dropout", "embedding_size", "attention_size")},
+        **{key: RULES[key] for key in ("learning_rate", "batch_size", "epochs")},
+        "lambda": RULES["lambda_attention"],
     }
     for key, value in hp.items():
         if key in rules and value is not None:
             ok, expected = rules[key]
             _check(ok(value), source, f"{where}.{key}", value, expected)
+
+
+def check_train_settings(train: dict, source: str, where: str) -> None:
+    """The ``train`` keys that are TrainConfig settings, by TrainConfig's own rules."""
+    from aoaffm.train.config import RULES, setting_problem
+
+    for key, value in train.items():
+        if key in RULES:
+            expected = setting_problem(key, value)
+            _check(expected is None, source, f"{where}.{key}", value, expected)
 
 
 BACKENDS = ("local", "ray")  # where a group's runs execute (aoaffm.parallel)
@@ -290,7 +303,6 @@ def _check_run_placement(train: dict, source: str) -> None:
 
 def validate(cfg: dict, source: str = "params.yaml") -> None:
     from aoaffm.models import MODEL_NAMES
-    from aoaffm.train.stopping import STOP_RULES
 
     seed = cfg["seed"]
     _check(
@@ -305,37 +317,7 @@ def validate(cfg: dict, source: str = "params.yaml") -> None:
     check_hparams(cfg.get("model", {}), source, f"{cfg['profile']}.model")
     train = cfg["train"]
     check_hparams(train, source, "train")
-    _check(
-        train.get("stop_rule", "rises") in STOP_RULES,
-        source,
-        "train.stop_rule",
-        train.get("stop_rule"),
-        f"one of {list(STOP_RULES)}",
-    )
-    rows = train.get("train_rmse_rows")
-    _check(
-        rows is None or (isinstance(rows, int) and not isinstance(rows, bool) and rows >= 1),
-        source,
-        "train.train_rmse_rows",
-        rows,
-        "null or an integer >= 1",
-    )
-    for key in ("min_epochs", "patience"):
-        _check(
-            isinstance(train.get(key), int) and train[key] >= 0,
-            source,
-            f"train.{key}",
-            train.get(key),
-            "an integer >= 0",
-        )
-    device = str(train["device"])
-    _check(
-        device in ("auto", "cpu", "cuda") or device.startswith("cuda:"),
-        source,
-        "train.device",
-        device,
-        "auto, cpu, cuda or cuda:N",
-    )
+    check_train_settings(train, source, "train")
     _check(
         isinstance(train["gpus"], int) and train["gpus"] >= 1,
         source,
@@ -386,7 +368,7 @@ def validate(cfg: dict, source: str = "params.yaml") -> None:
                 dataset,
                 f"one of {list(DATASETS)}",
             )
-    from aoaffm.experiments import BASELINES_PRETRAINED_FROM
+    from aoaffm.models import BASELINES_PRETRAINED_FROM
 
     for model in cfg.get("random_start", {}).get("models", []):
         _check(
@@ -458,7 +440,6 @@ def validate(cfg: dict, source: str = "params.yaml") -> None:
 def validate_redundancy(red: dict, source: str = "params.yaml") -> None:
     """The planted-redundancy section: what to plant, on which data, for which models."""
     from aoaffm.data.redundancy import KINDS
-    from aoaffm.experiments import REDUNDANCY_MODELS
 
     def names(key: str, allowed, required: bool) -> None:
         value = red.get(key, [])

@@ -15,6 +15,10 @@ class AoaffmError(Exception):
     """A problem the user can fix; the message says which file, what was expected, what to do."""
 
 
+class ConfigError(AoaffmError, ValueError):
+    """A parameter has a value the protocol cannot use (or a key nothing reads)."""
+
+
 class MissingInput(AoaffmError, FileNotFoundError):
     """An output of an earlier stage that this one needs does not exist (a pretrained model,
     a finished run, results/runs.json); the message names the stage to run first."""

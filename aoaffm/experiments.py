@@ -14,15 +14,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from aoaffm.errors import MissingInput
+from aoaffm.config import SWEEP_PARAMS
+from aoaffm.errors import ConfigError, MissingInput
 from aoaffm.labels import PM1, label_scale
-
-ATTENTION_MODELS = ("afm", "aoafm", "affm", "aoaffm")
-# The paper initialises the attention models from trained FM / FFM embeddings ...
-PRETRAINED_FROM = {"afm": "fm", "aoafm": "fm", "affm": "ffm", "aoaffm": "ffm"}
-# ... and, "to boost the performances of compared algorithms", the baselines from FM's
-# (model.pretrained_baselines; FM and FFM themselves start at random, as pre-training does).
-BASELINES_PRETRAINED_FROM = {"hofm": "fm", "wide_deep": "fm", "deepcross": "fm"}
+from aoaffm.models import ATTENTION_MODELS, BASELINES_PRETRAINED_FROM, PRETRAINED_FROM
 
 
 def pretrained_from(cfg: dict, model: str) -> str | None:
@@ -49,11 +44,9 @@ GROUPS = (
 # from a random start, with everything else the same, to show what the paper's pre-trained
 # start does (planned only while model.pretrained_baselines is on).
 TRAINED_GROUPS = ("table2", "table3", "table4", "sweeps", "random_start")
-SWEEP_PARAMS = ("embedding_size", "dropout", "lambda")
 # The planted-redundancy experiment (the paper's mechanism on controlled data, DESIGN §8): its
 # own pre-training and runs on variants of a dataset, read from params' `redundancy:` only.
 REDUNDANCY_GROUPS = ("redundancy_pretrain", "redundancy")
-REDUNDANCY_MODELS = ("fm", "afm", "aoafm", "ffm", "affm", "aoaffm")
 
 
 @dataclass(frozen=True)
@@ -200,7 +193,7 @@ SETTING_DECISIONS = {
 # run_facts): the processed data's content digest, and whether the C++ CPU kernels or torch
 # compute the steps (AOAFFM_NATIVE, a compiler). The thread count is in neither, and that is
 # a known gap: the C++ kernels (FM, FFM) give the same bits on 1 and 2 threads
-# (tests/test_models_native.py), but MKL's products (the attention models, Wide&Deep,
+# (tests/test_fast_native.py), but MKL's products (the attention models, Wide&Deep,
 # DeepCross) round differently with it and the runs drift apart (Wide&Deep 2e-4, DeepCross
 # 8e-4 in RMSE after 2 quick-profile epochs on Frappe, benchmarks/RESULTS.md "Run-level
 # parallelism"), so a finished run is reused whatever the threads it trained on. Checking it
@@ -685,7 +678,6 @@ def run_group(
 
     from tqdm import tqdm
 
-    from aoaffm.config import ConfigError
     from aoaffm.data import DataError, load_processed
 
     runs = plan(cfg, group, dataset, runs_root)

@@ -24,8 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aoaffm.cli import os_problem
-from aoaffm.config import ConfigError
-from aoaffm.errors import AoaffmError
+from aoaffm.errors import AoaffmError, ConfigError
 
 
 class RunFailed(AoaffmError):

@@ -1,24 +1,26 @@
 """What each hot-path change bought: our training step with the changes switched on one at a
-time, in the order they were made, timed in alternating windows in one process.
+time, timed in alternating windows in one process.
 
     python benchmarks/ablation.py                 # fm, ffm, afm, aoaffm at K = 256, 2 threads
     python benchmarks/ablation.py --dropout fm=0.4,ffm=0.4,afm=0.6,aoaffm=0.2   # Table 2's rates
 
 Variants (cumulative):
-  autograd        the models' plain compositions (what ``aoaffm.models`` computed before the
-                  kernels) and torch's ``torch.optim.Adagrad``
-  +backward       the hand-written backward passes of ``aoaffm.models.kernels`` (FM
-                  interaction, pair products, field-aware pair products, attention pooling)
-  +cpu kernels    FFM's pair dots and FM's fused lookups (CPU only)
-  +SparseAdagrad  the trainer's optimizer (``aoaffm.train.optim``)
-  +C++ kernels    the fused CPU kernels of ``aoaffm.models.native`` (FM's and FFM's lookups,
+  autograd        the reference models of ``aoaffm.models`` and torch's ``torch.optim.Adagrad``
+  +SparseAdagrad  the trainer's optimizer (``aoaffm.train.optim``), torch's arithmetic
+  +backward       the backend's forward (``aoaffm.fast.models``) with the C++ kernels off: the
+                  hand-written backward passes of ``aoaffm.fast.kernels`` (FM interaction
+                  and lookups, pair products, field-aware pair products and dots, attention
+                  pooling)
+  +C++ kernels    the fused CPU kernels of ``aoaffm.fast.native`` (FM's and FFM's lookups,
                   dots and gradient rows, the attention models' pair products, scores,
-                  softmax, pooling and gradient rows, the linear part, Adagrad's row update)
+                  softmax, pooling and gradient rows, the linear part, dropout masks,
+                  Adagrad's row and dense updates)
   +fused steps    FFM's whole step in one call, the attention models' without autograd
-                  (``aoaffm.train.fused``): the current code
+                  (``aoaffm.fast.steps``): what the trainer runs on the CPU
 
-The switches are the kernels' own enable functions (patched per window), so every variant
-runs the same model object's code paths that the tests compare for equal results. Every
+(The hand-written backward passes came first historically; the variants are ordered as the
+code now composes them.) Each variant runs the same model object through the code paths the
+tests compare for equal results (``native.enabled`` switched per window). Every
 variant runs with the trainer's malloc settings (``aoaffm.train.allocator``, process-wide);
 ``--default-malloc`` leaves glibc's defaults, to see what those settings buy.
 """
@@ -26,7 +28,6 @@ variant runs with the trainer's malloc settings (``aoaffm.train.allocator``, pro
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 import warnings
 
@@ -34,32 +35,12 @@ import torch
 from harness import OurStep, Rows, alternate, env_threads, median
 from throughput import frappe
 
-from aoaffm.models import create, kernels, native
+from aoaffm import fast
+from aoaffm.fast import native
+from aoaffm.models import create
 from aoaffm.train.loop import training_step
 
-VARIANTS = (
-    "autograd",
-    "+backward",
-    "+cpu kernels",
-    "+SparseAdagrad",
-    "+C++ kernels",
-    "+fused steps",
-)
-
-
-@contextlib.contextmanager
-def switches(variant: str):
-    level = VARIANTS.index(variant)
-    saved = kernels.fused_enabled, kernels.cpu_fused_enabled
-    if level < 1:
-        kernels.fused_enabled = lambda tensor: False
-    if level < 2:
-        kernels.cpu_fused_enabled = lambda tensor: False
-    try:
-        with native.enabled(level >= 4):
-            yield
-    finally:
-        kernels.fused_enabled, kernels.cpu_fused_enabled = saved
+VARIANTS = ("autograd", "+SparseAdagrad", "+backward", "+C++ kernels", "+fused steps")
 
 
 class Variant:
@@ -71,15 +52,18 @@ class Variant:
         )  # fmt: skip
         self.step = OurStep(model, rows, args.batch_size, args.learning_rate, seed=args.seed)
         level = VARIANTS.index(variant)
-        if level < 3:  # torch's Adagrad, same groups and settings
-            self.step.optimizer = torch.optim.Adagrad(
-                self.step.optimizer.param_groups, initial_accumulator_value=1e-8
-            )
-        self.step.step = training_step(model, self.step.optimizer, fuse=level >= 5)
-        self.variant = variant
+        fast_model = fast.select(model, rows.ids.device) if level >= 2 else None
+        optimizer = self.step.optimizer  # the trainer's: C++ updates with the backend
+        if level < 1:  # torch's Adagrad, same groups and settings
+            optimizer = torch.optim.Adagrad(optimizer.param_groups, initial_accumulator_value=1e-8)
+        elif level < 3:
+            optimizer.kernels = None  # SparseAdagrad's torch arithmetic
+        self.step.optimizer = optimizer
+        self.step.step = training_step(model, optimizer, fast_model=fast_model, fuse=level >= 4)
+        self.native = level >= 3
 
     def __call__(self) -> None:
-        with switches(self.variant):
+        with native.enabled(self.native):
             self.step()
 
 

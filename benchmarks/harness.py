@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from anywhere, without an editable install
     sys.path.insert(0, str(REPO))
 
+from aoaffm import fast  # noqa: E402
 from aoaffm.train import TrainConfig  # noqa: E402
 from aoaffm.train.allocator import keep_freed_memory  # noqa: E402
 from aoaffm.train.loop import build_optimizer, sparse_parameters, training_step  # noqa: E402
@@ -95,12 +96,15 @@ class OurStep:
         self.rows = rows
         self.batches = IndexBatches(len(rows), batch_size, seed, rows.ids.device)
         config = TrainConfig(learning_rate=learning_rate, batch_size=batch_size, epochs=1)
-        self.optimizer = build_optimizer(model, sparse_parameters(model), config)
-        device_type = rows.ids.device.type
+        device = rows.ids.device
+        self.fast_model = fast.select(model, device, bf16=bf16)  # the trainer's choice
+        self.optimizer = build_optimizer(model, sparse_parameters(model), config, self.fast_model)
         autocast = (
-            (lambda: torch.autocast(device_type, dtype=torch.bfloat16)) if bf16 else nullcontext
+            (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else nullcontext
         )
-        self.step = training_step(model, self.optimizer, autocast=autocast)
+        self.step = training_step(
+            model, self.optimizer, fast_model=self.fast_model, autocast=autocast
+        )
 
     def __call__(self) -> None:
         index = next(self.batches)

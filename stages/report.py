@@ -13,8 +13,8 @@ from aoaffm.config import load_config  # noqa: E402
 from aoaffm.data import load_processed  # noqa: E402
 from aoaffm.experiments import datasets_of, datasets_used, protocol_notes  # noqa: E402
 from aoaffm.io import read_json  # noqa: E402
-from aoaffm.models import parameter_rows  # noqa: E402
 from aoaffm.report import build_report, read_records  # noqa: E402
+from aoaffm.report.params import parameter_rows  # noqa: E402
 
 
 def main() -> None:

@@ -9,7 +9,8 @@ import yaml
 from conftest import REPO_ROOT
 
 from aoaffm.config import ConfigError, load_config, resolve
-from aoaffm.experiments import ATTENTION_MODELS, GROUPS, datasets_of, plan, pretrain_spec
+from aoaffm.experiments import GROUPS, datasets_of, plan, pretrain_spec
+from aoaffm.models import ATTENTION_MODELS
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +120,11 @@ def test_table2_seeds_and_run_ids_are_stable(params):
     [
         ("model__dropout", 1.0, "model.dropout = 1.0; expected a number in [0, 1)"),
         ("model__dropout", -0.1, "model.dropout"),
-        ("train__learning_rate", -0.05, "train.learning_rate = -0.05; expected a number > 0"),
+        (
+            "train__learning_rate",
+            -0.05,
+            "train.learning_rate = -0.05; expected a finite number > 0",
+        ),
         ("model__embedding_size", 0, "model.embedding_size"),
         ("profile", "fast", "profile is 'fast'; expected one of ['paper', 'frappe', 'quick']"),
         ("train__device", "tpu", "train.device"),
@@ -133,6 +138,38 @@ def test_bad_values_are_clear_errors(params, key, value, message):
     with pytest.raises(ConfigError) as err:
         _cfg(params, **{key: value})
     assert "params.yaml" in str(err.value) and message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "valid"),
+    [
+        ("patience", 0, False),  # was accepted here while TrainConfig refused it
+        ("patience", 1, True),
+        ("min_epochs", 0, True),
+        ("device", "cuda:1", True),
+        ("device", "cuda:x", False),  # was accepted here while TrainConfig refused it
+        ("eval_batch_size", 0, False),
+        ("bf16", "yes", False),
+        ("initial_accumulator", -1.0, False),
+    ],
+)
+def test_train_settings_follow_the_trainers_rules(params, key, value, valid):
+    """params.yaml's train section and TrainConfig share one rule per setting."""
+    from aoaffm.train.config import TrainConfig
+
+    def trainer_accepts() -> bool:
+        try:
+            TrainConfig(learning_rate=0.1, batch_size=1, epochs=1, **{key: value})
+        except ConfigError:
+            return False
+        return True
+
+    assert trainer_accepts() is valid
+    if valid:
+        _cfg(params, **{f"train__{key}": value})
+    else:
+        with pytest.raises(ConfigError, match=rf"params.yaml: train.{key} = "):
+            _cfg(params, **{f"train__{key}": value})
 
 
 def test_run_records_have_exactly_the_fields_the_report_reads(params):

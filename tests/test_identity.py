@@ -19,8 +19,8 @@ from test_train_units import make_synthetic
 from aoaffm.config import PROFILES, ConfigError, resolve
 from aoaffm.data import DataError
 from aoaffm.experiments import IDENTITY, SETTING_DECISIONS, plan, run_group
+from aoaffm.fast import native
 from aoaffm.labels import PM1, ZERO_ONE
-from aoaffm.models import native
 from aoaffm.train import RunMismatch, TrainConfig
 
 

@@ -13,11 +13,9 @@ from aoaffm.models import (
     count_parameters,
     create,
     load_model,
-    parameter_rows,
-    parameter_table,
     save_model,
 )
-from aoaffm.models.params import exact_count
+from aoaffm.report.params import exact_count, parameter_rows, parameter_table
 
 N_FEATURES, N_FIELDS, K = 13, 4, 3
 
@@ -173,7 +171,7 @@ def test_aoaffm_takes_ffm_weights_exactly():
 def test_afm_takes_fm_weights_from_a_saved_file(tmp_path):
     fm = small("fm", batch_norm=True)
     save_model(fm, tmp_path / "fm.pt")
-    afm = small("aoafm").load_pretrained(tmp_path / "fm.pt")
+    afm = small("aoafm").load_pretrained(load_model(tmp_path / "fm.pt"))
     assert torch.equal(afm.embedding.table.weight, fm.embedding.table.weight)
 
 

@@ -16,7 +16,6 @@ from test_train_units import make_synthetic
 from aoaffm.config import ConfigError, resolve
 from aoaffm.data.redundancy import plant_variants
 from aoaffm.experiments import (
-    ATTENTION_MODELS,
     GROUPS,
     REDUNDANCY_GROUPS,
     collect_records,
@@ -29,7 +28,7 @@ from aoaffm.experiments import (
 )
 from aoaffm.io import read_json
 from aoaffm.mechanism import pair_class, summarize
-from aoaffm.models import create
+from aoaffm.models import ATTENTION_MODELS, create
 from aoaffm.models.attention import attention_weights
 from aoaffm.report import build_report, evaluate_claims
 from aoaffm.report import redundancy as red

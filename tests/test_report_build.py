@@ -14,8 +14,7 @@ from aoaffm.io import write_json
 from aoaffm.report import build_report, metrics_summary
 from aoaffm.report.claims import NOT_EVALUABLE
 from aoaffm.report.figures import DPI, FIGURE3_SIZE, FIGURE4_SIZE
-from aoaffm.report.paper import paper_as_records
-from aoaffm.report.records import make_record
+from aoaffm.report.records import make_record, paper_as_records
 
 SWEEPS = {
     "sweep_embedding_size": ({8: 0.36, 16: 0.34, 32: 0.33}, ("fm", "afm", "ffm", "aoaffm")),

@@ -9,8 +9,8 @@ import pytest
 
 from aoaffm.report import evaluate_claims
 from aoaffm.report.claims import NOT_EVALUABLE, NOT_REPRODUCED, REPRODUCED, compare
-from aoaffm.report.paper import CLAIMS, paper_as_records
-from aoaffm.report.records import Stat, make_record
+from aoaffm.report.paper import CLAIMS
+from aoaffm.report.records import Stat, make_record, paper_as_records
 
 CLAIM = {c.id: c for c in CLAIMS}
 

@@ -13,9 +13,9 @@ from aoaffm.report.paper import (
     TABLE3,
     TABLE3_FROM_TABLE2,
     TABLE4,
-    paper_as_records,
     paper_cells,
 )
+from aoaffm.report.records import paper_as_records
 
 TABLE_KINDS = ("compare", "gain_order")  # claims decided by Tables 2-4 alone
 

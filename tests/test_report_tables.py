@@ -9,8 +9,7 @@ import pandas as pd
 import pytest
 
 from aoaffm.report import read_records, table_cell, validate_records
-from aoaffm.report.paper import paper_as_records
-from aoaffm.report.records import make_record
+from aoaffm.report.records import make_record, paper_as_records
 from aoaffm.report.tables import markdown, table1, table2, table3, table4, write_table
 
 FRAPPE_META = {

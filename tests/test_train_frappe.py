@@ -37,15 +37,15 @@ import pytest
 from test_train_units import one_thread  # noqa: F401 (autouse fixture: one thread)
 
 from aoaffm.data import build_dataset, fetch_sources, load_processed
+from aoaffm.fast import FastModel
 from aoaffm.io import read_json
 from aoaffm.metrics import rmse
-from aoaffm.models import MODEL_NAMES, create, load_model
-from aoaffm.train import TrainConfig, loop, seed_everything, train_model
+from aoaffm.models import ATTENTION_MODELS, MODEL_NAMES, create, load_model
+from aoaffm.train import TrainConfig, seed_everything, train_model
 
 pytestmark = pytest.mark.slow
 
 K = 8
-ATTENTION_MODELS = ("afm", "aoafm", "affm", "aoaffm")
 DEEP_MODELS = ("wide_deep", "deepcross")
 SMOOTH_ATOL = 1e-5  # measured shifts <= 2.5e-7 (see the module docstring)
 TOLERANCES = {  # atol per model, 25-40 times the larger measured shift (module docstring)
@@ -128,12 +128,13 @@ def test_same_seed_same_numbers_other_seed_differs(frappe):
 @pytest.mark.parametrize("name", ["afm", "aoaffm"])
 def test_fused_attention_step_trains_as_autograd_does(frappe, monkeypatch, name):
     """The pipeline's setting (no batch norm, dropout, λ on W and Q): the trainer's fused step
-    (``aoaffm.train.fused``) and the autograd step reach the same metrics after two epochs,
+    (``aoaffm.fast.steps``) and the autograd step through the backend's forward reach the same
+    metrics after two epochs,
     up to float rounding amplified by training (the tolerance of this file's pins)."""
     runs = []
     for fused in (True, False):
         if not fused:
-            monkeypatch.setattr(loop, "fused_step", lambda *args, **kwargs: None)
+            monkeypatch.setattr(FastModel, "fused_step", lambda *args, **kwargs: None)
         model = build(name, frappe, dropout=0.2, batch_norm=False)
         metrics = train_model(model, frappe, settings(name, epochs=2), progress=False)
         runs.append(np.array([metrics[k] for k in ("validation_rmse", "test_rmse")]))

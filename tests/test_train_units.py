@@ -15,6 +15,7 @@ import pytest
 import torch
 from torch import nn
 
+from aoaffm import fast
 from aoaffm.data import load_processed
 from aoaffm.data.processed import dataset_meta, write_arrays
 from aoaffm.io import read_json, write_json
@@ -319,11 +320,13 @@ def test_run_writes_history_model_metrics_and_dvclive(synthetic, tmp_path):
         p.numel() for p in model.parameters()
     )
     assert metrics["device"] == "cpu" and metrics["world_size"] == 1
-    # model.pt holds the best epoch's weights: its test RMSE is the reported one
+    # model.pt holds the best epoch's weights: its test RMSE is the reported one, computed
+    # by the code the trainer chose (the CPU backend here, where it is built)
     best_model = load_model(run / "model.pt").eval()
+    computed = fast.select(best_model, torch.device("cpu")) or best_model
     test = synthetic.split("test")
     with torch.inference_mode():
-        predictions = best_model(torch.from_numpy(np.array(test.ids)).long(), None)
+        predictions = computed(torch.from_numpy(np.array(test.ids)).long(), None)
     assert rmse(predictions, test.labels) == pytest.approx(metrics["test_rmse"], abs=1e-12)
     live = run / "dvclive" / "plots" / "metrics"
     for key in ("train_rmse", "validation_rmse"):
@@ -473,7 +476,7 @@ def test_cpu_training_flushes_subnormals_in_every_thread(synthetic):
     """An attention W decaying under a large λ turns subnormal, which x86 multiplies ~100x
     slower (Frappe AFM, λ = 10, stalled in its first epoch): the trainer flushes them to zero,
     in torch's worker threads too (a 2-thread product over a large tensor)."""
-    from aoaffm.models import native
+    from aoaffm.fast import native
 
     if native.library() is None:
         pytest.skip("the C++ kernels (which reach the worker threads) are not available")

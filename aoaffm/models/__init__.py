@@ -1,4 +1,4 @@
-"""The nine models of the paper's comparison, behind one entry point.
+"""The nine models of the paper's comparison, behind one entry point: the reference.
 
     from aoaffm.models import create
     model = create("aoaffm", n_features, n_fields, embedding_size=256, dropout=0.2)
@@ -6,18 +6,23 @@
 
 Models: fm, hofm, ffm (factorization.py), wide_deep, deepcross (deep.py) and the attention
 family afm, aoafm, affm, aoaffm (attention.py, one module with two switches); shared blocks
-in layers.py; parameter counts against the paper's Table 3 in params.py. The training hot
-path: hand-written backward passes in kernels.py and, on the CPU, fused C++ kernels in
-native.cpp (built and loaded by native.py).
+in layers.py; names, alias and pre-training sources in registry.py (and attention.py for the
+family). Each ``forward`` is its equation in plain PyTorch, at most two calls from
+``create()`` (model -> layers), and nothing here knows of the CPU kernels: ``aoaffm.fast``
+computes the same models faster and the trainer chooses it once per run.
+
+A tenth model: a class here and a line in ``registry._REGISTRY`` (see registry.py).
 """
 
-from aoaffm.models.attention import AttentionFM
+from aoaffm.models.attention import ATTENTION_MODELS, PRETRAINED_FROM, AttentionFM
 from aoaffm.models.base import CTRModel
 from aoaffm.models.deep import DeepCross, WideDeep
 from aoaffm.models.factorization import FFM, FM, HOFM
-from aoaffm.models.params import parameter_rows, parameter_table
 from aoaffm.models.registry import (
+    ALIASES,
+    BASELINES_PRETRAINED_FROM,
     MODEL_NAMES,
+    canonical_name,
     count_parameters,
     create,
     load_model,
@@ -25,18 +30,21 @@ from aoaffm.models.registry import (
 )
 
 __all__ = [
+    "ALIASES",
+    "ATTENTION_MODELS",
+    "BASELINES_PRETRAINED_FROM",
     "FFM",
     "FM",
     "HOFM",
     "MODEL_NAMES",
+    "PRETRAINED_FROM",
     "AttentionFM",
     "CTRModel",
     "DeepCross",
     "WideDeep",
+    "canonical_name",
     "count_parameters",
     "create",
     "load_model",
-    "parameter_rows",
-    "parameter_table",
     "save_model",
 ]

@@ -12,33 +12,36 @@ The pooled vector Σ q α P [B, K] -> batch norm (when on, as NFM normalises its
 Bi-Interaction vector before the prediction layer) -> dropout (the AFM code's dropout after
 pooling, "dropout on the attention network" in the paper) -> pᵀ. The prediction vector p
 starts at ones as in the AFM code; in eval mode with batch norm off this is eq. 5 literally.
+``forward`` is the plain PyTorch reference; ``aoaffm.fast.models.attention_fm`` computes the
+same with C++ kernels on the CPU.
 """
 
 from __future__ import annotations
 
-import os
-
 import torch
 from torch import nn
 
-from aoaffm.models import kernels, native
 from aoaffm.models.base import CTRModel, copy_parameter
 from aoaffm.models.factorization import FFM, FM
 from aoaffm.models.layers import (
     AttentionPooling,
-    Dropout,
     FeatureEmbedding,
     FieldAwareEmbedding,
     LinearPart,
     batch_norm_or_identity,
 )
 
-# (field_aware, interaction_attention) -> registry name
+# (field_aware, interaction_attention) -> registry name; the family's one list of names
 VARIANTS = {
     (False, False): "afm",
     (False, True): "aoafm",
     (True, False): "affm",
     (True, True): "aoaffm",
+}
+ATTENTION_MODELS = tuple(VARIANTS.values())
+# The paper starts each from trained FM (AFM, AoAFM) or FFM (AFFM, AoAFFM) embeddings.
+PRETRAINED_FROM = {
+    name: "ffm" if field_aware else "fm" for (field_aware, _), name in VARIANTS.items()
 }
 
 
@@ -76,27 +79,15 @@ class AttentionFM(CTRModel):
             embedding_size, attention_size, n_pairs, interaction_attention
         )
         self.norm = batch_norm_or_identity(embedding_size, batch_norm)
-        self.dropout = Dropout(dropout)
+        self.dropout = nn.Dropout(dropout)
         self.prediction = nn.Parameter(torch.ones(embedding_size))  # p
 
     def forward(self, ids: torch.Tensor, values: torch.Tensor | None = None) -> torch.Tensor:
         self.check_input(ids, values)
-        pooled = self._pooled(ids, values)  # [B, K]
-        interaction = self.dropout(self.norm(pooled)) @ self.prediction.to(pooled.dtype)
+        pairs = self.embedding.pair_products(ids, values)  # (v_{i,f_j} ⊙ v_{j,f_i}) x_i x_j
+        pooled = self.attention(pairs)  # Σ q_ij α_ij (...): [B, K]
+        interaction = self.dropout(self.norm(pooled)) @ self.prediction.to(pooled.dtype)  # pᵀ
         return self.linear(ids, values) + interaction
-
-    def _pooled(self, ids: torch.Tensor, values: torch.Tensor | None) -> torch.Tensor:
-        """Σ_r q_r α_r P_r: pair products, then attention pooling; for one-hot rows on the CPU
-        both in one node of C++ passes around torch's matrix products (same numbers up to
-        float rounding: the tests compare the two)."""
-        attention, embedding = self.attention, self.embedding
-        table, q = embedding.table.weight, attention.pair_weights
-        layer = (attention.project.weight, attention.project.bias, attention.score)
-        if values is None and native.usable(table, *layer, *([] if q is None else [q])):
-            return kernels.attention_interaction(
-                table, ids, embedding.left, embedding.right, self.field_aware, *layer, q
-            )
-        return attention(embedding.pair_products(ids, values))
 
     def regularized_parameters(self) -> dict[str, list[nn.Parameter]]:
         q = self.attention.pair_weights
@@ -105,13 +96,9 @@ class AttentionFM(CTRModel):
             "interaction": [q] if q is not None else [],
         }
 
-    def load_pretrained(self, source: nn.Module | str | os.PathLike) -> AttentionFM:
+    def load_pretrained(self, source: nn.Module) -> AttentionFM:
         """Take embeddings, linear weights and bias from a trained FM (AFM, AoAFM) or FFM
-        (AFFM, AoAFFM); a path is read with ``load_model``."""
-        if isinstance(source, str | os.PathLike):
-            from aoaffm.models.registry import load_model  # registry imports this module
-
-            source = load_model(source)
+        (AFFM, AoAFFM), e.g. ``load_model(path)``."""
         expected = FFM if self.field_aware else FM
         if not isinstance(source, expected):
             got = getattr(source, "name", type(source).__name__)

@@ -2,7 +2,7 @@
 
 Both take the embeddings of the F active features, scaled by their values, concatenated to
 one [B, F*K] vector. Parameter counts match the paper's Table 3 exactly with these choices
-(see ``aoaffm.models.params``):
+(see ``aoaffm.report.params``):
 
 - Wide&Deep: ŷ = w0 + Σ w_i x_i + MLP(e); MLP = [Linear -> (batch norm) -> ReLU -> dropout]
   per hidden size (default [1024, 512, 256]) then a bias-free Linear to one output, because
@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from aoaffm.models.base import CTRModel, load_fm_start
-from aoaffm.models.layers import Dropout, FeatureEmbedding, LinearPart, batch_norm_or_identity
+from aoaffm.models.layers import FeatureEmbedding, LinearPart, batch_norm_or_identity
 
 WIDE_DEEP_HIDDEN = (1024, 512, 256)
 DEEPCROSS_HIDDEN = (512, 512, 256, 128, 64)
@@ -75,7 +75,7 @@ class WideDeep(_Deep):
                 nn.Linear(width, hidden),
                 batch_norm_or_identity(hidden, batch_norm),
                 nn.ReLU(),
-                Dropout(dropout),
+                nn.Dropout(dropout),
             ]
             width = hidden
         layers.append(nn.Linear(width, 1, bias=False))
@@ -106,7 +106,7 @@ class DeepCross(_Deep):
     def build(self, width, hidden_sizes, dropout, batch_norm):
         units: list[nn.Module] = []
         for hidden in hidden_sizes:
-            units += [ResidualUnit(width, hidden, batch_norm), Dropout(dropout)]
+            units += [ResidualUnit(width, hidden, batch_norm), nn.Dropout(dropout)]
         self.units = nn.Sequential(*units)
         self.output = nn.Linear(width, 1)
 

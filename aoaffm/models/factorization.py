@@ -9,7 +9,8 @@ Dropout and batch normalization sit where the NFM/AFM TensorFlow code and DESIGN
   "the field-aware interaction layer for FFM"); their sum over pairs [B, K] -> batch norm ->
   summed over K.
 
-With batch norm off and in eval mode each model is exactly its equation.
+With batch norm off and in eval mode each model is exactly its equation. Each ``forward`` is
+the plain PyTorch reference; ``aoaffm.fast`` holds their CPU kernels (``aoaffm.fast.models``).
 """
 
 from __future__ import annotations
@@ -17,10 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from aoaffm.models import kernels
 from aoaffm.models.base import CTRModel, load_fm_start
 from aoaffm.models.layers import (
-    Dropout,
     FeatureEmbedding,
     FieldAwareEmbedding,
     LinearPart,
@@ -40,7 +39,7 @@ class _Factorization(CTRModel):
         )
         self.linear = LinearPart(n_features)
         self.norm = batch_norm_or_identity(normalized_size, batch_norm)
-        self.dropout = Dropout(dropout)
+        self.dropout = nn.Dropout(dropout)
 
 
 class FM(_Factorization):
@@ -54,14 +53,8 @@ class FM(_Factorization):
 
     def forward(self, ids: torch.Tensor, values: torch.Tensor | None = None) -> torch.Tensor:
         self.check_input(ids, values)
-        table = self.embedding.table.weight
-        if values is None and kernels.cpu_fused_enabled(table):  # both lookups in one kernel
-            interaction, linear = kernels.fm_terms(table, self.linear.weights.weight, ids)
-            linear = self.linear.bias + linear
-        else:
-            interaction = fm_interaction(self.embedding(ids, values))
-            linear = self.linear(ids, values)
-        return linear + self.dropout(self.norm(interaction)).sum(dim=1)
+        interaction = fm_interaction(self.embedding(ids, values))  # Σ_{i<j} v_i ⊙ v_j x_i x_j
+        return self.linear(ids, values) + self.dropout(self.norm(interaction)).sum(dim=1)
 
 
 class HOFM(_Factorization):
@@ -101,12 +94,5 @@ class FFM(_Factorization):
 
     def forward(self, ids: torch.Tensor, values: torch.Tensor | None = None) -> torch.Tensor:
         self.check_input(ids, values)
-        if self._terms_are_dots():  # nothing acts between the products and their sum
-            return self.linear(ids, values) + self.embedding.interaction(ids, values)
         pairs = self.dropout(self.embedding.pair_products(ids, values))  # [B, P, K]
         return self.linear(ids, values) + self.norm(pairs.sum(dim=1)).sum(dim=1)
-
-    def _terms_are_dots(self) -> bool:
-        """No batch norm and no active dropout: the interaction is Σ_pairs <v, v> exactly."""
-        dropout_active = self.training and self.dropout.p > 0
-        return isinstance(self.norm, nn.Identity) and not dropout_active

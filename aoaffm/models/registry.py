@@ -1,4 +1,13 @@
-"""One entry point: ``create(name, ...)``; plus parameter counting, saving and loading."""
+"""One entry point: ``create(name, ...)``; plus parameter counting, saving and loading.
+
+The registry owns the model names: the nine models, the ``aofm`` alias, and which trained
+model starts which (the attention family's are in ``aoaffm.models.attention``).
+
+A tenth model: write its class (a ``CTRModel`` whose ``forward`` is its equation, from the
+blocks in ``layers.py``) and add one line to ``_REGISTRY`` below; the trainer, the experiment
+plan and the benchmarks then know it by name. It trains through autograd until a fast path is
+registered for its class in ``aoaffm.fast.models``.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +21,7 @@ from torch import nn
 
 from aoaffm.errors import UnreadableFile
 from aoaffm.io import load_torch, save_torch
-from aoaffm.models.attention import AttentionFM
+from aoaffm.models.attention import ATTENTION_MODELS, AttentionFM
 from aoaffm.models.base import CTRModel
 from aoaffm.models.deep import DeepCross, WideDeep
 from aoaffm.models.factorization import FFM, FM, HOFM
@@ -39,8 +48,12 @@ _REGISTRY: dict[str, tuple[Callable[..., CTRModel], tuple[str, ...]]] = {
     "affm": (_attention(True, False), _ATTENTION),
     "aoaffm": (_attention(True, True), _ATTENTION),
 }
-ALIASES = {"aofm": "aoafm"}
+ALIASES = {"aofm": "aoafm"}  # the paper's name for AoAFM
 MODEL_NAMES = tuple(_REGISTRY)
+# Which trained model starts each run of a model: the attention family always (the paper);
+# the baselines from FM's embeddings when ``model.pretrained_baselines`` is on ("to boost the
+# performances of compared algorithms"); FM and FFM themselves start at random.
+BASELINES_PRETRAINED_FROM = {"hofm": "fm", "wide_deep": "fm", "deepcross": "fm"}
 HPARAMS = ("attention_size", "dropout", "batch_norm", "hidden_sizes")
 
 
@@ -48,7 +61,9 @@ def _positive_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
-_HPARAM_RULES: dict[str, tuple[Callable[[object], bool], str]] = {
+# Each model setting's rule, written once (``aoaffm.config`` checks params.yaml with it).
+HPARAM_RULES: dict[str, tuple[Callable[[object], bool], str]] = {
+    "embedding_size": (_positive_int, "an integer >= 1"),
     "attention_size": (_positive_int, "an integer >= 1"),
     "dropout": (
         lambda v: isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v < 1,
@@ -62,6 +77,12 @@ _HPARAM_RULES: dict[str, tuple[Callable[[object], bool], str]] = {
 }
 
 
+def canonical_name(name: str) -> str:
+    """The registry name of ``name``: lower case, the alias resolved (not checked)."""
+    key = str(name).lower()
+    return ALIASES.get(key, key)
+
+
 def create(name: str, n_features: int, n_fields: int, embedding_size: int, **hparams) -> CTRModel:
     """Build a model by name (case-insensitive; ``aofm`` is an alias of ``aoafm``).
 
@@ -70,11 +91,11 @@ def create(name: str, n_features: int, n_fields: int, embedding_size: int, **hpa
     hyper-parameter that a model does not have (say attention_size for fm) is ignored, so
     one set of settings can build every model; an unknown name is an error.
     """
-    key = str(name).lower()
-    key = ALIASES.get(key, key)
+    key = canonical_name(name)
     if key not in _REGISTRY:
+        aliases = ", ".join(ALIASES)
         raise ValueError(
-            f"unknown model {name!r}; valid names: {', '.join(MODEL_NAMES)} (alias: aofm)"
+            f"unknown model {name!r}; valid names: {', '.join(MODEL_NAMES)} (alias: {aliases})"
         )
     for arg, value in (
         ("n_features", n_features),
@@ -83,7 +104,7 @@ def create(name: str, n_features: int, n_fields: int, embedding_size: int, **hpa
     ):
         if not _positive_int(value):
             raise ValueError(f"{key}: {arg} must be an integer >= 1, got {value!r}")
-    if n_fields < 2 and key in ("afm", "aoafm", "affm", "aoaffm"):
+    if n_fields < 2 and key in ATTENTION_MODELS:
         raise ValueError(
             f"{key}: attends over field pairs, so it needs n_fields >= 2, got {n_fields}"
         )
@@ -93,7 +114,7 @@ def create(name: str, n_features: int, n_fields: int, embedding_size: int, **hpa
     constructor, accepted = _REGISTRY[key]
     used = {k: v for k, v in hparams.items() if k in accepted}
     for arg, value in used.items():
-        ok, expected = _HPARAM_RULES[arg]
+        ok, expected = HPARAM_RULES[arg]
         if not ok(value):
             raise ValueError(f"{key}: {arg} must be {expected}, got {value!r}")
     return constructor(n_features, n_fields, embedding_size, **used)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from aoaffm.config import ConfigError
+from aoaffm.errors import ConfigError
 from aoaffm.train.stopping import STOP_RULES
 
 DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
@@ -47,25 +48,10 @@ class TrainConfig:
     train_rmse_rows: int | None = None
 
     def __post_init__(self) -> None:
-        _require_number("learning_rate", self.learning_rate, "a finite number > 0", positive=True)
-        _require_int("batch_size", self.batch_size, 1)
-        _require_int("epochs", self.epochs, 1)
-        _require_int("min_epochs", self.min_epochs, 0)
-        _require_int("patience", self.patience, 1)
-        _require_number("initial_accumulator", self.initial_accumulator, "a finite number >= 0")
-        _require_number("lambda_attention", self.lambda_attention, "a finite number >= 0")
-        _require_number("lambda_interaction", self.lambda_interaction, "a finite number >= 0")
-        _require_int("seed", self.seed, 0)
-        _require_int("eval_batch_size", self.eval_batch_size, 1)
-        if self.stop_rule not in STOP_RULES:
-            _fail("stop_rule", self.stop_rule, f"one of {list(STOP_RULES)}")
-        if self.train_rmse_rows is not None:
-            _require_int("train_rmse_rows", self.train_rmse_rows, 1)
-        for name in ("bf16", "clip"):
-            if not isinstance(getattr(self, name), bool):
-                _fail(name, getattr(self, name), "true or false")
-        if not _valid_device_name(self.device):
-            _fail("device", self.device, DEVICE_CHOICES)
+        for field in dataclasses.fields(self):
+            expected = setting_problem(field.name, getattr(self, field.name))
+            if expected is not None:
+                _fail(field.name, getattr(self, field.name), expected)
 
     @classmethod
     def from_dict(cls, settings: dict[str, Any]) -> TrainConfig:
@@ -84,15 +70,26 @@ def _fail(name: str, value: Any, expected: str) -> None:
     raise ConfigError(f"TrainConfig.{name} = {value!r}; expected {expected}")
 
 
-def _require_int(name: str, value: Any, minimum: int) -> None:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
-        _fail(name, value, f"an integer >= {minimum}")
+def _integer(minimum: int) -> tuple[Callable[[Any], bool], str]:
+    def ok(value: Any) -> bool:
+        return (
+            isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum
+        )
+
+    return ok, f"an integer >= {minimum}"
 
 
-def _require_number(name: str, value: Any, expected: str, positive: bool = False) -> None:
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (positive and value == 0):
-        _fail(name, value, expected)
+def _number(positive: bool = False) -> tuple[Callable[[Any], bool], str]:
+    def ok(value: Any) -> bool:
+        if not isinstance(value, numbers.Real) or isinstance(value, bool):
+            return False
+        return math.isfinite(value) and (value > 0 if positive else value >= 0)
+
+    return ok, f"a finite number {'>' if positive else '>='} 0"
+
+
+def _flag() -> tuple[Callable[[Any], bool], str]:
+    return (lambda value: isinstance(value, bool)), "true or false"
 
 
 def _valid_device_name(device: Any) -> bool:
@@ -102,6 +99,37 @@ def _valid_device_name(device: Any) -> bool:
         return True
     prefix, _, index = device.partition(":")
     return prefix == "cuda" and index.isdigit()
+
+
+# Every TrainConfig setting's rule, written once: TrainConfig checks itself with it and
+# ``aoaffm.config.validate`` checks params.yaml's ``train`` section (same names) with it.
+# patience >= 1: with 0 the "rises" rule would stop at the first epoch it may.
+RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "learning_rate": _number(positive=True),
+    "batch_size": _integer(1),
+    "epochs": _integer(1),
+    "min_epochs": _integer(0),
+    "patience": _integer(1),
+    "initial_accumulator": _number(),
+    "lambda_attention": _number(),
+    "lambda_interaction": _number(),
+    "seed": _integer(0),
+    "device": (_valid_device_name, DEVICE_CHOICES),
+    "bf16": _flag(),
+    "eval_batch_size": _integer(1),
+    "clip": _flag(),
+    "stop_rule": ((lambda value: value in STOP_RULES), f"one of {list(STOP_RULES)}"),
+    "train_rmse_rows": (
+        lambda value: value is None or _integer(1)[0](value),
+        "null or an integer >= 1",
+    ),
+}
+
+
+def setting_problem(name: str, value: Any) -> str | None:
+    """What the setting ``name`` expects when ``value`` breaks its rule, else None."""
+    ok, expected = RULES[name]
+    return None if ok(value) else expected
 
 
 def resolve_device(device: str, local_rank: int = 0) -> torch.device:

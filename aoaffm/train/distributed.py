@@ -22,8 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from aoaffm.config import ConfigError
-from aoaffm.errors import AoaffmError
+from aoaffm.errors import AoaffmError, ConfigError
 
 
 @dataclass(frozen=True)

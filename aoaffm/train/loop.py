@@ -6,7 +6,7 @@ Choices where the paper is silent (they follow the public AFM/NFM TensorFlow cod
   and ``l2_regularizer`` both carry the 1/2), W and Q from ``model.regularized_parameters()``.
 - Adagrad with ``initial_accumulator`` (1e-8 there). Embeddings get sparse gradients and sit
   in their own parameter group, so their step costs O(rows touched) (``optim.SparseAdagrad``:
-  torch's arithmetic in fewer passes); dense parameters form a second group (foreach update
+  torch's arithmetic in fewer passes, or the CPU backend's C++ updates); dense parameters form a second group (foreach update
   on CUDA). torch adds
   eps = 1e-10 to the root of the accumulator (TensorFlow adds none): negligible beside
   sqrt(1e-8) = 1e-4.
@@ -20,6 +20,11 @@ Choices where the paper is silent (they follow the public AFM/NFM TensorFlow cod
 - Early stopping: after more than ``min_epochs`` epochs, stop once the validation RMSE rose
   ``patience`` epochs in a row. The best epoch (lowest validation RMSE) gives the weights
   kept and the test RMSE reported.
+
+The model's code is chosen once per run, in ``train_model``: ``aoaffm.fast.select`` gives the
+CPU backend's ``FastModel`` (same model, fused kernels; then also the C++ Adagrad updates
+and, where they compute the same, whole fused steps), or None, and the run trains and
+evaluates the reference ``forward`` of ``aoaffm.models``.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from aoaffm import fast
 from aoaffm.errors import AoaffmError, UnreadableFile
 from aoaffm.io import naming_errors, read_json, remove_stale_temporaries, write_json
 from aoaffm.metrics import sum_squared_error
@@ -52,7 +58,6 @@ from aoaffm.train.checkpoint import (
     save_checkpoint,
 )
 from aoaffm.train.config import TrainConfig, resolve_device
-from aoaffm.train.fused import fused_step
 from aoaffm.train.optim import SparseAdagrad
 from aoaffm.train.penalty import L2Penalty
 from aoaffm.train.stopping import best_epoch, should_stop
@@ -132,13 +137,16 @@ def train_model(
     dist_utils.barrier(ctx)  # every rank sees the same files before deciding what to do
     if run_dir is not None and ctx.is_main:
         remove_stale_temporaries(run_dir)  # what writes killed at an earlier start left
-    facts = run_facts(data, device, config)
+    fast_model = fast.select(model, device, bf16=config.bf16)  # the one choice of the code
+    facts = run_facts(data, device, fast_model)
     if run_dir is not None and (run_dir / METRICS_FILE).is_file():
         metrics = read_json(run_dir / METRICS_FILE)
         check_same_facts(run_dir / METRICS_FILE, metrics, facts)
         _load_weights(model, run_dir / MODEL_FILE)
         return metrics
-    trainer = _Trainer(model, data, config, run_dir, device, ctx, model_spec, progress, facts)
+    trainer = _Trainer(
+        model, fast_model, data, config, run_dir, device, ctx, model_spec, progress, facts
+    )
     return trainer.run(on_epoch_end)
 
 
@@ -147,23 +155,18 @@ def flush_denormals() -> None:
     where the C++ kernels are there to reach them, else in this thread only. The products
     of an attention model whose W decays under a large λ (Frappe AFM: λ = 10) otherwise
     run ~100x slower once W's entries turn subnormal."""
-    from aoaffm.models import native
-
     torch.set_flush_denormal(True)
-    native.flush_denormals()
+    fast.flush_denormals()
 
 
-def run_facts(data, device: torch.device, config: TrainConfig) -> dict[str, Any]:
+def run_facts(data, device: torch.device, fast_model: fast.FastModel | None) -> dict[str, Any]:
     """What changes a run's numbers besides its settings, known only where it runs: the
-    processed data's content digest and the code that computes a CPU step (the C++ kernels
-    round differently and draw other dropout masks than torch). Stored with the run; a
-    finished or checkpointed run is reused only under the same facts."""
-    from aoaffm.models import native
-
-    on_cpu_kernels = device.type == "cpu" and not config.bf16 and native.library() is not None
+    processed data's content digest and the code that computes a step (the CPU backend's
+    kernels round differently and draw other dropout masks than torch). Stored with the run;
+    a finished or checkpointed run is reused only under the same facts."""
     return {
         "data_digest": data.digest if hasattr(data, "digest") else None,
-        "step_code": "cpu-kernels" if on_cpu_kernels else f"torch-{device.type}",
+        "step_code": fast.STEP_CODE if fast_model is not None else f"torch-{device.type}",
     }
 
 
@@ -198,8 +201,12 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
 
 
 class _Trainer:
-    def __init__(self, model, data, config, run_dir, device, ctx, model_spec, progress, facts):
+    def __init__(
+        self, model, fast_model, data, config, run_dir, device, ctx, model_spec, progress, facts
+    ):
         self.model = model.to(device)
+        self.fast_model = fast_model
+        self.computed = fast_model if fast_model is not None else self.model  # what runs
         self.facts = facts
         self.config = config
         self.run_dir = run_dir
@@ -217,7 +224,7 @@ class _Trainer:
             self.splits["train"], config.train_rmse_rows, config.seed
         )
         self.sparse_params = sparse_parameters(model)
-        self.optimizer = build_optimizer(model, self.sparse_params, config)
+        self.optimizer = build_optimizer(model, self.sparse_params, config, fast_model)
         self.penalty = L2Penalty.for_model(
             model, config.lambda_attention, config.lambda_interaction
         )  # λ1 * 0.5 * Σ‖W‖² + λ2 * 0.5 * Σ‖Q‖², or None
@@ -239,7 +246,7 @@ class _Trainer:
 
     def run(self, on_epoch_end) -> dict[str, Any]:
         self._restore_or_seed()
-        self.net = dist_utils.wrap_model(self.model, self.ctx, self.device)
+        self.net = dist_utils.wrap_model(self.computed, self.ctx, self.device)
         live = _DvcLiveLog(self.run_dir / DVCLIVE_DIR, self.history) if self.writes else None
         try:
             metrics = self._train(on_epoch_end, live)
@@ -365,6 +372,7 @@ class _Trainer:
         step = training_step(
             self.model,
             self.optimizer,
+            fast_model=self.fast_model,
             net=self.net,
             penalty=self.penalty,
             autocast=self.autocast,
@@ -392,7 +400,7 @@ class _Trainer:
         for low in range(start, end, self.config.eval_batch_size):
             ids, values, labels = data.rows(slice(low, min(low + self.config.eval_batch_size, end)))
             with self.autocast():
-                predictions = forward_in_chunks(self.model, ids, values, self.device)
+                predictions = forward_in_chunks(self.computed, ids, values, self.device)
             total += sum_squared_error(
                 predictions.float(), labels, self.config.clip, self.label_range
             )
@@ -518,6 +526,7 @@ def training_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     *,
+    fast_model: fast.FastModel | None = None,
     net: nn.Module | None = None,
     penalty: L2Penalty | Callable[[], torch.Tensor] | None = None,
     autocast: Callable[[], Any] = nullcontext,
@@ -528,17 +537,24 @@ def training_step(
     """``step(ids, values, labels)``: one optimisation step on a batch, as the trainer takes it
     (public: the benchmarks time this very step).
 
-    Forward through ``net`` (``model``, or its DDP wrapper), ½ Σ (ŷ - y)² (+ ``penalty``),
-    backward, the sparse gradients' all-reduce under DDP, Adagrad. Where it computes the same,
+    Forward through ``net`` (``fast_model`` if given, else ``model``, or its DDP wrapper),
+    ½ Σ (ŷ - y)² (+ ``penalty``), backward, the sparse gradients' all-reduce under DDP,
+    Adagrad. With ``fast_model`` (``aoaffm.fast.select``) and where it computes the same,
     FFM's and the attention models' whole steps run as C++ kernels without autograd instead
-    (``aoaffm.train.fused``; ``fuse=False`` keeps it off, for the ablation benchmark).
+    (``aoaffm.fast.steps``; ``fuse=False`` keeps it off, for the ablation benchmark).
     """
-    net = model if net is None else net
+    if net is None:
+        net = fast_model if fast_model is not None else model
     world_size = 1 if ctx is None else ctx.world_size
     distributed = ctx is not None and ctx.enabled
     fused = None
-    if fuse and not distributed and autocast is nullcontext:
-        fused = fused_step(model, optimizer, penalty)
+    if fast_model is not None and fuse and not distributed and autocast is nullcontext:
+        # the fused steps compute SparseAdagrad's update and an L2 penalty's gradient only
+        strengths = None  # another penalty: its gradient is autograd's
+        if penalty is None or isinstance(penalty, L2Penalty):
+            strengths = penalty.strengths() if penalty is not None else {}
+        if type(optimizer) is SparseAdagrad and strengths is not None:
+            fused = fast_model.fused_step(optimizer, strengths)
 
     def step(ids: torch.Tensor, values: torch.Tensor | None, labels: torch.Tensor) -> None:
         if fused is not None and values is None:
@@ -567,16 +583,23 @@ def sparse_parameters(model: nn.Module) -> list[nn.Parameter]:
 
 
 def build_optimizer(
-    model: nn.Module, sparse: list[nn.Parameter], config: TrainConfig
+    model: nn.Module,
+    sparse: list[nn.Parameter],
+    config: TrainConfig,
+    fast_model: fast.FastModel | None = None,
 ) -> torch.optim.Adagrad:
     """Adagrad with sparse tables and dense parameters in separate groups: torch falls back to
-    its per-tensor loop for a whole group once one gradient in it is sparse. (Public: the
-    benchmarks time the trainer's own step.)"""
+    its per-tensor loop for a whole group once one gradient in it is sparse; with
+    ``fast_model``, its updates are the CPU backend's C++ ones. (Public: the benchmarks time
+    the trainer's own step.)"""
     sparse_ids = {id(p) for p in sparse}
     dense = [p for p in model.parameters() if p.requires_grad and id(p) not in sparse_ids]
     groups = [{"params": params} for params in (sparse, dense) if params]
     return SparseAdagrad(
-        groups, lr=config.learning_rate, initial_accumulator_value=config.initial_accumulator
+        groups,
+        lr=config.learning_rate,
+        initial_accumulator_value=config.initial_accumulator,
+        kernels=fast_model.optimizer_kernels if fast_model is not None else None,
     )
 
 

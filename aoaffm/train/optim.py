@@ -8,22 +8,32 @@ arithmetic on the touched rows directly: read their sums, add g², write them ba
 (the tests compare them), its state and ``state_dict`` are the same, and dense gradients
 still take torch's own (foreach) step.
 
-On the CPU, when the fused kernels are built (``aoaffm.models.native``), the row update is one
-C++ pass instead of six operations, and dense gradients take the same C++ update instead of
-torch's step (whose per-step bookkeeping costs more than the update for these small tensors). Its every operation is IEEE correctly rounded; torch's
-vectorized square root is not (about 0.6 % of its results are one unit in the last place
-off), so the weights may differ from torch's by that unit while the sums stay identical.
+Built with ``kernels=aoaffm.fast.native`` (``FastModel.optimizer_kernels``: the trainer does so for the runs the CPU backend
+takes, all of whose parameters are CPU float32), the row update is one C++ pass instead of
+six operations, and dense gradients take the same C++ update instead of torch's step (whose
+per-step bookkeeping costs more than the update for these small tensors). Its every
+operation is IEEE correctly rounded; torch's vectorized square root is not (about 0.6 % of
+its results are one unit in the last place off), so the weights may differ from torch's by
+that unit while the sums stay identical.
 """
 
 from __future__ import annotations
 
-import torch
+from types import ModuleType
 
-from aoaffm.models import native
+import torch
 
 
 class SparseAdagrad(torch.optim.Adagrad):
-    """``torch.optim.Adagrad`` with a leaner step for sparse gradients (same results)."""
+    """``torch.optim.Adagrad`` with a leaner step for sparse gradients (same results).
+
+    ``kernels``: the C++ updates (``aoaffm.fast.native``: ``adagrad_rows`` and
+    ``adagrad_dense_many``) for parameters that are all CPU float32; None: torch's arithmetic.
+    """
+
+    def __init__(self, params, *args, kernels: ModuleType | None = None, **kwargs):
+        super().__init__(params, *args, **kwargs)
+        self.kernels = kernels
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -48,7 +58,7 @@ class SparseAdagrad(torch.optim.Adagrad):
                 hidden.append((param, param.grad))
         if dense:
             torch._foreach_add_([self.state[p]["step"] for p, _ in dense], 1)  # as torch counts
-            native.adagrad_dense_many(
+            self.kernels.adagrad_dense_many(
                 [p for p, _ in dense],
                 [self.state[p]["sum"] for p, _ in dense],
                 [-p.grad if g["maximize"] else p.grad for p, g in dense],
@@ -78,15 +88,15 @@ class SparseAdagrad(torch.optim.Adagrad):
     def _native_dense(self, param: torch.Tensor, group: dict) -> bool:
         """A dense gradient the C++ update can take (no weight decay, nothing differentiable)."""
         return (
-            group["weight_decay"] == 0
+            self.kernels is not None
+            and group["weight_decay"] == 0
             and not group["differentiable"]
             and param.is_contiguous()
-            and native.usable(param, param.grad)
         )
 
     def learning_rate(self, param: torch.Tensor, group: dict) -> float:
         """The learning rate of ``param``'s step just counted: lr / (1 + (step - 1) lr_decay).
-        (Public for ``aoaffm.train.fused``, which counts the step and updates the parameters
+        (Public for ``aoaffm.fast.steps``, which counts the step and updates the parameters
         itself.)"""
         if group["lr_decay"] == 0:  # the trainer's case: no need to read the step back
             return group["lr"]
@@ -99,7 +109,7 @@ class SparseAdagrad(torch.optim.Adagrad):
         state["step"] += 1
         lr = self.learning_rate(param, group)
         grad = param.grad
-        if native.usable(param, state["sum"], grad) and param.is_contiguous():
+        if self.kernels is not None and param.is_contiguous():
             # the kernel takes the rows as they come when strictly increasing (the fused
             # kernels' gradients); otherwise it changes nothing and they are coalesced first
             if not self._native_rows(param, grad, lr, group):
@@ -114,7 +124,7 @@ class SparseAdagrad(torch.optim.Adagrad):
 
     def _native_rows(self, param: torch.Tensor, grad: torch.Tensor, lr: float, group: dict):
         values = -grad._values() if group["maximize"] else grad._values()
-        return native.adagrad_rows(
+        return self.kernels.adagrad_rows(
             param, self.state[param]["sum"], grad._indices()[0], values, lr, group["eps"]
         )
 

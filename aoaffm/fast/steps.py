@@ -3,7 +3,8 @@
 On the CPU, at batch 128, the autograd graph, the loss's tensor operations and the
 optimizer's bookkeeping around the kernels of a step cost as much as the kernels of FFM and
 a sixth of the attention models' step. ``fused_step`` returns, where it computes exactly
-what the trainer's step computes, a step that calls the same kernels back to back on the
+what the trainer's step computes (through ``aoaffm.fast.models`` and an Adagrad with these
+kernels' updates), a step that calls the same kernels back to back on the
 model's own parameters and the optimizer's own state (so checkpoints, ``state_dict`` and
 evaluation see nothing different):
 
@@ -19,9 +20,11 @@ evaluation see nothing different):
 The numbers are those of the unfused step up to float rounding (sums taken in another
 order; the tests compare the two over several steps), and the dropout masks are the same
 draws. Used only for that case: the model class itself (not a subclass), one-hot rows, the
-kernels built, ``SparseAdagrad`` holding exactly the model's parameters with no weight
-decay, maximize or differentiable option, no autocast, a single process and no penalty
-but ``L2Penalty`` on the model's own parameters. Anything else trains through autograd.
+kernels built, an Adagrad whose updates are these kernels (``SparseAdagrad(kernels=native)``
+of ``aoaffm.train.optim``) holding exactly the model's parameters with no weight decay,
+maximize or differentiable option, a single process and an L2 penalty (λ by parameter) on
+the attention model's W and Q at most. The trainer asks only for runs ``aoaffm.fast.select``
+accepted, and trains anything else through autograd.
 """
 
 from __future__ import annotations
@@ -31,29 +34,32 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from aoaffm.models import kernels, native
-from aoaffm.models.attention import AttentionFM
-from aoaffm.models.factorization import FFM
-from aoaffm.train.optim import SparseAdagrad
-from aoaffm.train.penalty import L2Penalty
+from aoaffm.fast import kernels, native
+from aoaffm.fast.models import dropout_mask
+from aoaffm.models import FFM, AttentionFM
 
 Step = Callable[[torch.Tensor, torch.Tensor], float]
 
 
 def fused_step(
-    model: nn.Module, optimizer: torch.optim.Optimizer, penalty: L2Penalty | None = None
+    model: nn.Module, optimizer: torch.optim.Optimizer, strengths: dict[int, float]
 ) -> Step | None:
     """``step(ids, labels) -> loss`` (forward, backward and the optimizer step in one), or None
-    when the model, optimizer and penalty are not a case it computes exactly."""
-    if penalty is None and type(model) is FFM:
+    when the model and optimizer are not a case it computes exactly. ``strengths``: the
+    loss's L2 penalty, λ by ``id`` of each penalised parameter ({}: none)."""
+    if not strengths and type(model) is FFM:
         return fused_ffm_step(model, optimizer)
-    return fused_attention_step(model, optimizer, penalty)
+    return fused_attention_step(model, optimizer, strengths)
 
 
 def _groups(optimizer, params: list[nn.Parameter]) -> list[dict] | None:
-    """Each parameter's group, when ``optimizer`` is a SparseAdagrad that holds exactly
-    ``params`` with options the kernels implement; else None."""
-    if type(optimizer) is not SparseAdagrad:
+    """Each parameter's group, when ``optimizer`` is an Adagrad updating with these kernels
+    (``SparseAdagrad(kernels=native)``) that holds exactly ``params`` with options the
+    kernels implement; else None."""
+    if (
+        not isinstance(optimizer, torch.optim.Adagrad)
+        or getattr(optimizer, "kernels", None) is not native
+    ):
         return None
     group_of = {id(p): group for group in optimizer.param_groups for p in group["params"]}
     if len(group_of) != len(params) or any(id(p) not in group_of for p in params):
@@ -66,7 +72,7 @@ def _groups(optimizer, params: list[nn.Parameter]) -> list[dict] | None:
     return groups if native.usable(*params) else None
 
 
-def _count_step(optimizer: SparseAdagrad, params, groups) -> tuple[list[float], list[float]]:
+def _count_step(optimizer, params, groups) -> tuple[list[float], list[float]]:
     """Count the step in each parameter's state as torch does; (learning rates, eps)."""
     torch._foreach_add_([optimizer.state[p]["step"] for p in params], 1)
     rates = [optimizer.learning_rate(p, g) for p, g in zip(params, groups, strict=True)]
@@ -102,10 +108,10 @@ def fused_ffm_step(model: FFM, optimizer: torch.optim.Optimizer) -> Step | None:
 
 
 def fused_attention_step(
-    model: AttentionFM, optimizer: torch.optim.Optimizer, penalty: L2Penalty | None = None
+    model: AttentionFM, optimizer: torch.optim.Optimizer, strengths: dict[int, float]
 ) -> Step | None:
     """An attention model's whole step without autograd, or None (batch norm, in-place or
-    p = 1 dropout, a penalty other than ``L2Penalty`` on its W and Q, another optimizer)."""
+    p = 1 dropout, a penalty on other parameters than its W and Q, another optimizer)."""
     if type(model) is not AttentionFM:
         return None
     dropout = model.dropout
@@ -118,9 +124,6 @@ def fused_attention_step(
     params = [table, linear.weights.weight, linear.bias, weight, bias, score, prediction]
     if pair_weights is not None:
         params.append(pair_weights)
-    if penalty is not None and not isinstance(penalty, L2Penalty):
-        return None
-    strengths = penalty.strengths() if penalty is not None else {}
     if not set(strengths) <= {id(weight), id(pair_weights)}:
         return None
     groups = _groups(optimizer, params)
@@ -137,7 +140,7 @@ def fused_attention_step(
             pooled, saved = kernels.attention_interaction_forward(
                 table, ids, embedding.left, embedding.right, model.field_aware, *layer
             )
-            mask = dropout.native_mask(pooled)  # the draw the unfused step makes
+            mask = dropout_mask(dropout, pooled)  # the draw the unfused step makes
             dropped = pooled if mask is None else pooled * mask
             predictions.addmv_(dropped, prediction)
             error = predictions.sub_(labels)  # ∂ of ½ Σ (ŷ - y)² by ŷ

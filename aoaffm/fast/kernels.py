@@ -4,7 +4,7 @@ Autograd's generic backward of these compositions moves more memory than the mat
 (a zero-filled copy per slice of the gathered rows, an ``index_put`` per gather, a separate
 sum of two gradient halves, an outer product before ReLU's mask, and Adagrad's sort of all
 B * 2P looked-up rows). Each function here computes the same values and gradients, up to
-float rounding, with fewer passes; the tests compare them with the plain compositions in
+float rounding, with fewer passes; the tests compare them with the reference compositions in
 ``aoaffm.models.layers`` and gradcheck them in float64.
 
 - ``fm_interaction``: FM's ((Σ e)² - Σ e²) / 2 with the gradient Σ e - e_f in one pass;
@@ -22,16 +22,13 @@ float rounding, with fewer passes; the tests compare them with the plain composi
 - ``attention_pooling``: eq. 4/5's Σ q α P with ReLU in place; its backward folds h into W,
   so the [B * P, t] hidden layer is masked in one pass instead of three.
 
-Under autocast (bf16) the models use the plain compositions instead: their mixed-precision
-rules are torch's, while these functions assume one dtype throughout.
-
-On the CPU in float32, for one-hot rows, most of these run as C++ passes from
-``aoaffm.models.native`` instead (FM's terms, FFM's dots and their gradient rows, the linear
-part, and for the attention family ``attention_interaction``: pair products, scores,
-softmax, pooling and the table's gradient rows in one autograd node around torch's matrix
-products, whose two halves ``aoaffm.train.fused`` also calls directly). The PyTorch code
-here stays the reference they are tested against, and the path for float64, autocast,
-values, other devices, and machines without a C++ compiler.
+Where the C++ kernels of ``aoaffm.fast.native`` can take the tensors (CPU float32), the
+functions here call them (FM's terms, FFM's dots and their gradient rows, the linear part,
+and for the attention family ``attention_interaction``: pair products, scores, softmax,
+pooling and the table's gradient rows in one autograd node around torch's matrix products,
+whose two halves ``aoaffm.fast.steps`` also calls directly); otherwise (float64: the tests'
+gradchecks) they compute the same in PyTorch. They assume one dtype throughout, so a run
+under autocast (bf16) uses the reference models instead (``aoaffm.fast.select``).
 """
 
 from __future__ import annotations
@@ -42,19 +39,7 @@ from dataclasses import dataclass
 import torch
 from torch.autograd import Function
 
-from aoaffm.models import native
-
-
-def fused_enabled(tensor: torch.Tensor) -> bool:
-    """The fused functions run unless autocast is on for the tensor's device."""
-    return not torch.is_autocast_enabled(tensor.device.type)
-
-
-def cpu_fused_enabled(tensor: torch.Tensor) -> bool:
-    """``fm_terms`` and ``field_aware_pair_dots`` run on the CPU, where one pass less is time
-    (on a GPU the plain ops are cheap, and the sparse kernels would not be deterministic)."""
-    return tensor.device.type == "cpu" and fused_enabled(tensor)
-
+from aoaffm.fast import native
 
 # --------------------------------------------------------------------------- FM
 
@@ -462,7 +447,7 @@ def attention_interaction_forward(
     table, ids, left, right, field_aware: bool, weight, bias, score, pair_weights
 ) -> tuple[torch.Tensor, AttentionInteraction]:
     """The pooled vector Σ_r q_r α_r P_r [B, K] and what its backward needs (no autograd:
-    ``attention_interaction`` wraps this, ``aoaffm.train.fused`` calls it directly)."""
+    ``attention_interaction`` wraps this, ``aoaffm.fast.steps`` calls it directly)."""
     pairs = native.pair_products(table, ids, left, right, field_aware)  # [B * P, K]
     hidden = pairs @ weight.t()  # W P: [B * P, t]; the kernels add b
     alpha, weights, pooled = native.attention_forward(

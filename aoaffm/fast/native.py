@@ -18,8 +18,8 @@ leaves nothing that loads. It links OpenMP's ``libgomp.so.1``, the library torch
 loaded, so the kernels share torch's threads and use ``torch.get_num_threads()`` of them.
 
 Without a C++ compiler, or with ``AOAFFM_NATIVE=0``, ``library()`` is None (with one warning
-when a build failed) and the models use their PyTorch compositions: same results up to float
-rounding, slower.
+when a build failed), ``aoaffm.fast.select`` declines every run and the trainer uses the
+reference models of ``aoaffm.models``: same results up to float rounding, slower.
 """
 
 from __future__ import annotations

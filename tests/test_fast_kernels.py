@@ -1,8 +1,10 @@
-"""The hand-written backward passes of ``aoaffm.models.kernels`` against autograd's.
+"""The hand-written backward passes of ``aoaffm.fast.kernels`` against the reference.
 
-Each fused function must give the values and gradients of the plain composition it replaces
-(float64, to rounding), pass gradcheck, and leave every model's outputs and gradients as they
-were; under autocast the models fall back to the plain compositions.
+Each function must give the values and gradients of the reference composition in
+``aoaffm.models.layers`` it replaces (float64, to rounding) and pass gradcheck; every model's
+forward in ``aoaffm.fast.models`` must give the reference model's outputs and gradients
+(float64, where the C++ kernels stand aside and these functions compute); under autocast
+the backend is not selected.
 """
 
 from __future__ import annotations
@@ -10,13 +12,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from aoaffm.models import create, kernels
-from aoaffm.models.layers import (
-    AttentionPooling,
-    field_aware_pair_products_reference,
-    field_pairs,
-    fm_interaction_reference,
-)
+from aoaffm.fast import FastModel, kernels
+from aoaffm.fast.models import FORWARDS
+from aoaffm.models import create
+from aoaffm.models.layers import AttentionPooling, FieldAwareEmbedding, field_pairs, fm_interaction
 
 N_FEATURES, N_FIELDS, K, T, BATCH = 14, 4, 3, 5, 7
 TOL = {"rtol": 1e-12, "atol": 1e-12}
@@ -33,6 +32,15 @@ def _ids(seed=0, n_features=N_FEATURES, batch=BATCH):
     return torch.randint(0, n_features // 2, (batch, N_FIELDS), generator=gen)
 
 
+def field_aware_reference(table, ids, sparse=True):
+    """``FieldAwareEmbedding.pair_products`` with ``table`` as its weights."""
+    embedding = FieldAwareEmbedding(N_FEATURES, N_FIELDS, K).double()
+    del embedding.table.weight
+    embedding.table.weight = table  # a plain tensor: gradients flow to the caller's
+    embedding.table.sparse = sparse
+    return embedding.pair_products(ids, None)
+
+
 def _grads(output, inputs, seed=9):
     upstream = _randn(*output.shape, seed=seed, grad=False)
     grads = torch.autograd.grad(output, inputs, upstream)
@@ -42,7 +50,7 @@ def _grads(output, inputs, seed=9):
 def test_fm_interaction_matches_autograd_and_gradcheck():
     vectors = _randn(BATCH, N_FIELDS, K)
     fused = kernels.fm_interaction(vectors)
-    plain = fm_interaction_reference(vectors)
+    plain = fm_interaction(vectors)
     torch.testing.assert_close(fused, plain, **TOL)
     torch.testing.assert_close(_grads(fused, [vectors]), _grads(plain, [vectors]), **TOL)
     assert torch.autograd.gradcheck(kernels.fm_interaction, (vectors,))
@@ -52,7 +60,7 @@ def test_fm_terms_match_autograd_with_coalesced_gradients():
     ids = _ids(seed=13)
     tables = [_randn(N_FEATURES, K, seed=14), _randn(N_FEATURES, 1, seed=15)]
     interaction, linear = kernels.fm_terms(*tables, ids)
-    plain_interaction = fm_interaction_reference(tables[0][ids])
+    plain_interaction = fm_interaction(tables[0][ids])
     plain_linear = tables[1][ids].squeeze(-1).sum(dim=1)
     torch.testing.assert_close((interaction, linear), (plain_interaction, plain_linear), **TOL)
     upstream = _randn(BATCH, K, seed=16, grad=False), _randn(BATCH, seed=17, grad=False)
@@ -79,7 +87,7 @@ def test_field_aware_pair_products_match_autograd(sparse):
     ids = _ids()
     table = _randn(N_FEATURES * N_FIELDS, K)
     fused = kernels.field_aware_pair_products(table, ids, left, right, sparse=sparse)
-    plain = field_aware_pair_products_reference(table, ids, left, right, sparse=sparse)
+    plain = field_aware_reference(table, ids, sparse=sparse)
     torch.testing.assert_close(fused, plain, **TOL)
     torch.testing.assert_close(_grads(fused, [table]), _grads(plain, [table]), **TOL)
 
@@ -117,7 +125,7 @@ def test_field_aware_pair_dots_match_the_summed_products(sparse):
     ids = _ids(seed=11)
     table = _randn(N_FEATURES * N_FIELDS, K)
     dots = kernels.field_aware_pair_dots(table, ids, left, right, sparse=sparse)
-    plain = field_aware_pair_products_reference(table, ids, left, right, sparse=sparse).sum(-1)
+    plain = field_aware_reference(table, ids, sparse=sparse).sum(-1)
     assert dots.shape == (BATCH, left.numel())
     torch.testing.assert_close(dots, plain, **TOL)
     torch.testing.assert_close(_grads(dots, [table]), _grads(plain, [table]), **TOL)
@@ -147,11 +155,13 @@ def test_attention_pooling_matches_autograd_and_gradcheck(interaction_attention)
             param.copy_(_randn(*param.shape, seed=10 + i, grad=False))
     pairs = _randn(BATCH, n_pairs, K)
     inputs = [pairs, *layer.parameters()]
-    fused = layer(pairs)
-    plain = layer.forward_reference(pairs)
+    q = (layer.pair_weights,) if interaction_attention else ()
+    fused = kernels.attention_pooling(
+        pairs, layer.project.weight, layer.project.bias, layer.score, q[0] if q else None
+    )
+    plain = layer(pairs)
     torch.testing.assert_close(fused, plain, **TOL)
     torch.testing.assert_close(_grads(fused, inputs), _grads(plain, inputs), **TOL)
-    q = (layer.pair_weights,) if interaction_attention else ()
 
     def pooled(pairs, weight, bias, score, *q):
         return kernels.attention_pooling(pairs, weight, bias, score, q[0] if q else None)
@@ -163,37 +173,33 @@ def test_attention_pooling_matches_autograd_and_gradcheck(interaction_attention)
 @pytest.mark.parametrize("name", ["afm", "aoafm", "affm", "aoaffm", "ffm", "fm", "hofm"])
 @pytest.mark.parametrize("with_values", [False, True], ids=["one-hot", "values"])
 @pytest.mark.parametrize("regularized", [True, False], ids=["dropout+bn", "plain"])
-def test_models_train_the_same_with_and_without_the_fused_kernels(
-    name, with_values, regularized, monkeypatch
-):
+def test_fast_models_train_as_the_reference(name, with_values, regularized):
     """Outputs and every parameter's gradient in training mode, with dropout and batch norm
-    (FFM's pair products) and without (FFM's pair dots)."""
+    (FFM's pair products) and without (FFM's pair dots), through the hand-written backward
+    passes (float64: the C++ kernels stand aside) and through the reference."""
     hparams = {"dropout": 0.3, "batch_norm": True} if regularized else {}
 
-    def run():
+    def run(fast: bool):
         torch.manual_seed(3)
         model = create(name, N_FEATURES, N_FIELDS, K, attention_size=T, **hparams)
         model = model.double().train()
+        computed = FastModel(model, FORWARDS[type(model)]) if fast else model
         values = _randn(BATCH, N_FIELDS, seed=4, grad=False) if with_values else None
         torch.manual_seed(5)  # the same dropout masks in both runs
-        output = model(_ids(seed=6), values)
+        output = computed(_ids(seed=6), values)
         grads = _grads(output, list(model.parameters()))
         return output.detach(), grads
 
-    fused = run()
-    monkeypatch.setattr(kernels, "fused_enabled", lambda tensor: False)
-    monkeypatch.setattr(kernels, "cpu_fused_enabled", lambda tensor: False)
-    plain = run()
-    torch.testing.assert_close(fused, plain, **TOL)
+    torch.testing.assert_close(run(fast=True), run(fast=False), **TOL)
 
 
-def test_autocast_uses_the_plain_compositions():
+def test_autocast_trains_the_reference():
+    from aoaffm import fast
+
     model = create("aoaffm", N_FEATURES, N_FIELDS, 8, attention_size=8)
-    ids = _ids(seed=7)
-    assert kernels.fused_enabled(torch.zeros(1))
+    assert fast.select(model, torch.device("cpu"), bf16=True) is None
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert not kernels.fused_enabled(torch.zeros(1))
-        output = model(ids)
+        output = model(_ids(seed=7))
     output.float().sum().backward()
     assert torch.isfinite(output.float()).all()
     assert model.embedding.table.weight.grad.is_sparse
