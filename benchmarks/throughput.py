@@ -78,6 +78,7 @@ from harness import (
 from tqdm import tqdm
 
 from aoaffm.data import build_dataset, fetch_sources, load_processed
+from aoaffm.fast import kernels
 from aoaffm.metrics import sum_squared_error
 from aoaffm.models import create
 from aoaffm.models.deep import DEEPCROSS_HIDDEN, WIDE_DEEP_HIDDEN
@@ -284,13 +285,38 @@ def json_rows(results: list[dict]) -> list[dict]:
 # --------------------------------------------------------------------------- bf16
 
 
+def bf16_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """A product in bf16 (oneDNN accumulates in float32), its result rounded to bf16 and
+    returned as float32 like its inputs."""
+    return (a.to(torch.bfloat16) @ b.to(torch.bfloat16)).float()
+
+
+class BF16ProductsStep:
+    """``step`` (float32 throughout) with only the attention's three matrix products in bf16
+    (``aoaffm.fast.kernels.matmul`` swapped while it runs)."""
+
+    def __init__(self, step: OurStep):
+        self.step, self.model = step, step.model
+
+    def __call__(self) -> None:
+        plain, kernels.matmul = kernels.matmul, bf16_matmul
+        try:
+            self.step()
+        finally:
+            kernels.matmul = plain
+
+
 def measure_bf16(name: str, k: int, data, rows: Rows, args) -> dict:
-    """Our model in float32 and under bf16 autocast, same init and batches: throughput
-    (alternating windows), then the validation RMSE of both after ``--bf16-steps`` steps."""
-    sides = {
-        "fp32": make_step("ours", name, k, data, rows, args),
-        "bf16": make_step("ours", name, k, data, rows, args, bf16=True),
-    }
+    """Our model in float32 and in bf16 (``--bf16-mode``: autocast, or only the attention's
+    three products), same init and batches: throughput (alternating windows), then the
+    validation RMSE of both after ``--bf16-steps`` steps."""
+    products = args.bf16_mode == "products"
+    bf16_step = (
+        BF16ProductsStep(make_step("ours", name, k, data, rows, args))
+        if products
+        else make_step("ours", name, k, data, rows, args, bf16=True)
+    )
+    sides = {"fp32": make_step("ours", name, k, data, rows, args), "bf16": bf16_step}
     timings = alternate(sides, steps=args.steps, windows=args.windows, warmup=args.warmup)
     done = args.warmup + args.steps * args.windows
     for step in sides.values():
@@ -300,7 +326,9 @@ def measure_bf16(name: str, k: int, data, rows: Rows, args) -> dict:
     result = {"model": name, "k": k, "steps": max(done, args.bf16_steps)}
     for side, step in sides.items():
         result[f"{side}_samples_per_s"] = args.batch_size / median(timings[side])
-        result[f"{side}_validation_rmse"] = validation_rmse(step, validation, bf16=side == "bf16")
+        # products mode: both evaluated in float32, so the change is what training in bf16 did
+        autocast = side == "bf16" and not products
+        result[f"{side}_validation_rmse"] = validation_rmse(step, validation, bf16=autocast)
     result["speedup"] = result["bf16_samples_per_s"] / result["fp32_samples_per_s"]
     result["rmse_change"] = result["bf16_validation_rmse"] - result["fp32_validation_rmse"]
     return result
@@ -359,7 +387,8 @@ def markdown(results: list[dict], bf16: list[dict], context: dict) -> str:
     if bf16:
         lines += [
             "",
-            "| model | K | float32 (samples/s) | bf16 autocast (samples/s) | speed-up | steps "
+            f"| model | K | float32 (samples/s) | bf16 {context['bf16_mode']} (samples/s) "
+            "| speed-up | steps "
             "| validation RMSE float32 | validation RMSE bf16 | change |",
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
@@ -440,6 +469,13 @@ def parse_args(argv=None):
     )
     parser.add_argument(
         "--bf16-steps", type=int, default=400, help="training steps before the bf16 RMSE comparison"
+    )
+    parser.add_argument(
+        "--bf16-mode",
+        choices=("autocast", "products"),
+        default="autocast",
+        help="--bf16's bf16 side: autocast over the model, or only the attention family's "
+        "three matrix products (aoaffm.fast.kernels.matmul) with everything else float32",
     )
     parser.add_argument(
         "--default-malloc",
@@ -528,6 +564,7 @@ def main(argv=None) -> int:
         "numpy": np.__version__,
         "peers": {lib: peer_version(lib) for lib in args.peers},
         "peers_left_out": peers_left_out,
+        "bf16_mode": args.bf16_mode,
         "train_rows": len(rows),
         "batch_size": args.batch_size,
         "threads": args.threads,

@@ -126,6 +126,27 @@ def test_throughput_short_run(repo_root, mirror_dir, tmp_path):
     assert "bf16 autocast (samples/s)" in done.stderr
 
 
+def test_throughput_bf16_products_mode(repo_root, mirror_dir, tmp_path):
+    """Only the attention's three products in bf16: the bf16 side trains other numbers
+    (both sides are evaluated in float32, so the change is the training's)."""
+    details = tmp_path / "details.json"
+    done = run_script(
+        repo_root,
+        "benchmarks/throughput.py",
+        "--models", "fm", "--peers", "torchfm", "--k", "8", "--attention-size", "8",
+        "--steps", "2", "--windows", "2", "--warmup", "1", "--memory-steps", "0",
+        "--bf16", "afm", "--bf16-mode", "products", "--bf16-steps", "8", "--threads", "1",
+        "--mirror", str(mirror_dir), "--json", "--details", str(details),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    recorded = json.loads(details.read_text())
+    assert recorded["context"]["bf16_mode"] == "products"
+    (bf16,) = recorded["bf16"]
+    assert bf16["speedup"] > 0 and 0 < bf16["bf16_validation_rmse"] < 1.5
+    assert bf16["bf16_validation_rmse"] != bf16["fp32_validation_rmse"]
+    assert "bf16 products (samples/s)" in done.stderr
+
+
 @pytest.mark.slow
 def test_throughput_fuxictr_peer(repo_root, mirror_dir):
     """Every model FuxiCTR has, against its own model and train_step (optional: needs

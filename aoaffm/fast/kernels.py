@@ -422,6 +422,13 @@ def attention_pooling(
     return _AttentionPooling.apply(pairs.contiguous(), weight, bias, score, pair_weights)
 
 
+def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The attention's three matrix products (W P forward, ∂W and ∂P backward), the floor of
+    its step; ``benchmarks/throughput.py --bf16-products`` times them in bf16 by swapping
+    this function."""
+    return a @ b
+
+
 @dataclass
 class AttentionInteraction:
     """What ``attention_interaction``'s backward needs from its forward: the inputs, the pair
@@ -449,7 +456,7 @@ def attention_interaction_forward(
     """The pooled vector Σ_r q_r α_r P_r [B, K] and what its backward needs (no autograd:
     ``attention_interaction`` wraps this, ``aoaffm.fast.steps`` calls it directly)."""
     pairs = native.pair_products(table, ids, left, right, field_aware)  # [B * P, K]
-    hidden = pairs @ weight.t()  # W P: [B * P, t]; the kernels add b
+    hidden = matmul(pairs, weight.t())  # W P: [B * P, t]; the kernels add b
     alpha, weights, pooled = native.attention_forward(
         hidden, bias, pairs, score, pair_weights, ids.shape[0]
     )
@@ -469,8 +476,8 @@ def attention_interaction_backward(saved: AttentionInteraction, grad, distinct=N
         saved.hidden, saved.bias, saved.pairs, saved.score, saved.pair_weights, saved.alpha, grad
     )
     masked = saved.hidden  # now ∂(W P + b), with h folded in
-    grad_weight = masked.t() @ saved.pairs  # [t, K]
-    grad_pairs = masked @ saved.weight  # [B * P, K]
+    grad_weight = matmul(masked.t(), saved.pairs)  # [t, K]
+    grad_pairs = matmul(masked, saved.weight)  # [B * P, K]
     table, ids = saved.table, saved.ids
     if distinct is None:
         n_features = table.shape[0] // ids.shape[1] if saved.field_aware else table.shape[0]
