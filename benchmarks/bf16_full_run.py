@@ -1,0 +1,91 @@
+"""A published Frappe run trained again with the attention's three products in bf16.
+
+    python benchmarks/bf16_full_run.py [--model aoaffm] [--seed 2019] [--out result.json]
+
+Trains, at the ``frappe`` profile's settings, the pre-trained FFM (or FM) the run starts
+from (float32: it has no attention) and then the Table 2 run of ``--model`` with
+``aoaffm.fast.kernels.matmul`` in bf16 (W P forward, ∂W and ∂P backward; oneDNN accumulates
+in float32 and the result is rounded to bf16; everything else float32), to the run's own
+early stop, on one thread, and prints its validation and test RMSE and epoch times beside
+the published run's (``reports/published/frappe``). The change is then read against the
+seed spread of the published Table 2 runs (issue 14 item 6). CPU only; benchmarks/throughput.py
+``--bf16 afm,aoaffm --bf16-mode products`` gives the per-step speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from harness import REPO, env_threads
+
+from aoaffm.config import load_config
+from aoaffm.data import load_processed
+from aoaffm.experiments import build_model, plan, train_config
+from aoaffm.fast import kernels
+from aoaffm.io import read_json
+from aoaffm.train import train_model
+
+PUBLISHED = REPO / "reports" / "published" / "frappe"
+
+
+def bf16_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a.to(torch.bfloat16) @ b.to(torch.bfloat16)).float()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="aoaffm", choices=("afm", "aoafm", "affm", "aoaffm"))
+    parser.add_argument("--seed", type=int, default=2019)
+    parser.add_argument("--data", type=Path, required=True, help="processed nfm-rebuilt Frappe")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    env_threads(1)
+    cfg = load_config(REPO / "params.yaml", profile="frappe")
+    data = load_processed(args.data)
+    run = next(
+        s for s in plan(cfg, "table2", "frappe", searched=False)
+        if s.model == args.model and s.seed == args.seed
+    )  # fmt: skip
+    start = next(s for s in plan(cfg, "pretrain", "frappe") if s.run_id == run.pretrained)
+    with tempfile.TemporaryDirectory(prefix="bf16-full-run-") as root:
+        print(f"pre-training {start.run_id} (float32)", file=sys.stderr, flush=True)
+        train_model(build_model(start, data, root), data, train_config(start, cfg),
+                    start.run_dir(root), progress=False)  # fmt: skip
+        kernels.matmul = bf16_matmul
+        print(f"training {run.run_id} with bf16 products", file=sys.stderr, flush=True)
+        began = time.perf_counter()
+        metrics = train_model(build_model(run, data, root), data, train_config(run, cfg),
+                              run.run_dir(root), progress=True)  # fmt: skip
+        wall = time.perf_counter() - began
+        history = read_json(run.run_dir(root) / "history.json")
+    published = PUBLISHED / "runs" / "table2" / "frappe" / run.run_id
+    theirs = read_json(published / "metrics.json")
+    their_history = read_json(published / "history.json")
+    result = {
+        "run": run.run_id,
+        "cpu_threads": 1,
+        "bf16": {k: metrics[k] for k in ("validation_rmse", "test_rmse", "best_epoch", "epochs")},
+        "float32_published": {
+            k: theirs[k] for k in ("validation_rmse", "test_rmse", "best_epoch", "epochs")
+        },
+        "bf16_epoch_s": [h["time_s"] + h["eval_time_s"] for h in history],
+        "float32_epoch_s_published": [h["time_s"] + h["eval_time_s"] for h in their_history],
+        "bf16_validation": [h["validation_rmse"] for h in history],
+        "float32_validation": [h["validation_rmse"] for h in their_history],
+        "wall_s": wall,
+    }
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.out is not None:
+        args.out.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
