@@ -170,6 +170,33 @@ def test_attention_pooling_matches_autograd_and_gradcheck(interaction_attention)
     assert torch.autograd.gradcheck(pooled, args)
 
 
+@pytest.mark.parametrize("with_inputs", [False, True], ids=["hidden", "hidden+inputs"])
+@pytest.mark.parametrize("fields", ["own ids", "shared ids"])
+def test_lookup_linear_matches_the_concatenated_layer(with_inputs, fields):
+    """The deep models' first layer by distinct (field, feature): W [e_1 .. e_F] + b and its
+    gradients, with each field's own id range (the data sets) and with one feature in
+    several fields (the models accept it: its gradient rows are summed)."""
+    hidden = 6
+    ids = _ids(seed=21)
+    if fields == "own ids":
+        ids = ids % (N_FEATURES // N_FIELDS) + torch.arange(N_FIELDS) * (N_FEATURES // N_FIELDS)
+    table, weight, bias = (
+        _randn(N_FEATURES, K, seed=1),
+        _randn(hidden, N_FIELDS * K, seed=2),
+        _randn(hidden, seed=3),
+    )
+    inputs = table[ids].flatten(1)
+    plain = [inputs @ weight.t() + bias] + ([inputs] if with_inputs else [])
+    fused = kernels.lookup_linear(table, weight, bias, ids, with_inputs=with_inputs)
+    fused = list(fused) if with_inputs else [fused]
+    torch.testing.assert_close(fused, plain, **TOL)
+    upstream = [_randn(*out.shape, seed=9 + i, grad=False) for i, out in enumerate(plain)]
+    grads = torch.autograd.grad(fused, [table, weight, bias], upstream)
+    assert grads[0].is_sparse and grads[0].is_coalesced()
+    expected = torch.autograd.grad(plain, [table, weight, bias], upstream)
+    torch.testing.assert_close([grads[0].to_dense(), *grads[1:]], list(expected), **TOL)
+
+
 @pytest.mark.parametrize("name", ["afm", "aoafm", "affm", "aoaffm", "ffm", "fm", "hofm"])
 @pytest.mark.parametrize("with_values", [False, True], ids=["one-hot", "values"])
 @pytest.mark.parametrize("regularized", [True, False], ids=["dropout+bn", "plain"])

@@ -10,6 +10,7 @@ must fail with a message, not a crash.
 
 from __future__ import annotations
 
+import copy
 import os
 import stat
 import warnings
@@ -488,15 +489,34 @@ def test_other_models_match_the_reference(name, with_values, monkeypatch):
     values = torch.rand(BATCH, N_FIELDS, generator=torch.Generator().manual_seed(4)) + 0.5
     values = values if with_values else None
 
-    def run(computed):
+    def run(computed, model=model):
         model.zero_grad(set_to_none=True)
         torch.manual_seed(9)
         output = computed(ids, values)
-        (output * torch.linspace(-1.0, 1.0, output.numel())).sum().backward()
-        grads = {n: p.grad.to_dense().clone() for n, p in model.named_parameters()}
-        return output.detach().clone(), grads
+        (output * torch.linspace(-1.0, 1.0, output.numel(), dtype=output.dtype)).sum().backward()
+        grads = {n: p.grad.to_dense().double() for n, p in model.named_parameters()}
+        return output.detach().double(), grads
 
-    torch.testing.assert_close(run(_fast(model)), run(model), **F32)
+    backend, reference = run(_fast(model)), run(model)
+    if name == "hofm" or with_values:
+        torch.testing.assert_close(backend, reference, **F32)
+        return
+    # One-hot rows: the deep models' first layer sums by distinct feature
+    # (kernels.lookup_linear), in another order than the reference, so the two float32
+    # results differ by both one's rounding (DeepCross: 4.8e-6 on gradients of scale 13).
+    # Held to the reference's own accuracy instead: against the model in float64 (same dropout
+    # units), the backend's largest error is at most twice the float32 reference's (measured:
+    # 0.27x for Wide&Deep, 1.12x for DeepCross).
+    exact = copy.deepcopy(model).double()
+    truth = run(exact, exact)
+
+    def largest_error(result):
+        output, grads = result
+        errors = [(output - truth[0]).abs().max()]
+        errors += [(grads[n] - truth[1][n]).abs().max() for n in grads]
+        return max(errors).item()
+
+    assert largest_error(backend) <= 2 * largest_error(reference)
 
 
 # --------------------------------------------------------------------------- the build

@@ -21,6 +21,9 @@ float rounding, with fewer passes; the tests compare them with the reference com
   backward as one sparse-dense product: no [B, 2P, K] tensor at all.
 - ``attention_pooling``: eq. 4/5's Σ q α P with ReLU in place; its backward folds h into W,
   so the [B * P, t] hidden layer is masked in one pass instead of three.
+- ``lookup_linear``: the deep models' first layer W [e_1, ..., e_F] + b as Σ_f W_f e_f over
+  the batch's distinct (field, feature) pairs: a feature many samples share is projected
+  once, and its gradient rows are summed before the products.
 
 Where the C++ kernels of ``aoaffm.fast.native`` can take the tensors (CPU float32), the
 functions here call them (FM's terms, FFM's dots and their gradient rows, the linear part,
@@ -522,3 +525,78 @@ def attention_interaction(
     return _AttentionInteraction.apply(
         table, weight, bias, score, pair_weights, ids, left, right, field_aware
     )
+
+
+# --------------------------------------------------------------------------- deep models
+
+
+class _LookupLinear(Function):
+    @staticmethod
+    def forward(ctx, table, weight, bias, ids, with_inputs):
+        n, size = table.shape
+        batch, n_fields = ids.shape
+        # a key per (field, feature), field-major: each field's distinct features are one
+        # contiguous, sorted segment of ``keys``
+        keys = ids.long() + torch.arange(n_fields, device=ids.device) * n
+        if native.usable(table, weight):
+            keys, local = native.unique_ids(keys, n * n_fields)
+        else:
+            keys, local = torch.unique(keys, sorted=True, return_inverse=True)
+        fields = keys.div(n, rounding_mode="floor")
+        rows = keys - fields * n
+        bounds = [0, *torch.bincount(fields, minlength=n_fields).cumsum(0).tolist()]
+        vectors = table.index_select(0, rows)  # [U, K]: each distinct (field, feature) once
+        # z_u = W_f v_u for every distinct u of field f: U rows instead of B * F
+        projected = vectors.new_empty(rows.numel(), weight.shape[0])
+        for field in range(n_fields):
+            start, end = bounds[field], bounds[field + 1]
+            block = weight[:, field * size : (field + 1) * size]
+            torch.mm(vectors[start:end], block.t(), out=projected[start:end])
+        # Σ_f z_{u(b, f)} + b: one bag of F rows per sample
+        hidden = torch.nn.functional.embedding_bag(local, projected, mode="sum") + bias
+        ctx.save_for_backward(vectors, weight, rows, local)
+        ctx.bounds, ctx.table_shape = bounds, table.shape
+        if not with_inputs:
+            return hidden
+        inputs = vectors.index_select(0, local.reshape(-1)).view(batch, n_fields * size)
+        return hidden, inputs
+
+    @staticmethod
+    def backward(ctx, grad_hidden, grad_inputs=None):
+        vectors, weight, rows, local = ctx.saved_tensors
+        bounds, (n, size) = ctx.bounds, ctx.table_shape
+        n_fields = local.shape[1]
+        grad_hidden = grad_hidden.contiguous()
+        # S_u = Σ over the samples b whose field f holds u of ∂L/∂h_b
+        summed = grad_hidden.new_zeros(rows.numel(), grad_hidden.shape[1])
+        for field in range(n_fields):
+            summed.index_add_(0, local[:, field], grad_hidden)
+        grad_weight = weight.new_empty(weight.shape)
+        grad_vectors = vectors.new_empty(vectors.shape)
+        for field in range(n_fields):
+            start, end = bounds[field], bounds[field + 1]
+            columns = slice(field * size, (field + 1) * size)
+            torch.mm(summed[start:end].t(), vectors[start:end], out=grad_weight[:, columns])
+            torch.mm(summed[start:end], weight[:, columns], out=grad_vectors[start:end])
+        if grad_inputs is not None:  # the inputs' own gradient (DeepCross's skip connection)
+            grad_inputs = grad_inputs.reshape(-1, size)
+            grad_vectors.index_add_(0, local.reshape(-1), grad_inputs)
+        grad_bias = grad_hidden.sum(dim=0)
+        shape = torch.Size((n, size))
+        if rows.numel() < 2 or bool((rows[1:] > rows[:-1]).all()):  # fields hold distinct ids
+            grad_table = _coalesced(rows, grad_vectors, shape)
+        else:  # one feature in two fields: its rows are summed
+            grad_table = torch.sparse_coo_tensor(rows.unsqueeze(0), grad_vectors, shape)
+            grad_table = grad_table.coalesce()
+        return grad_table, grad_weight, grad_bias, None, None
+
+
+def lookup_linear(table, weight, bias, ids, *, with_inputs: bool = False):
+    """``linear(table[ids].flatten(1))`` for one-hot rows [B, F] -> [B, H], the deep models'
+    first layer, computed per distinct (field, feature) of the batch instead of per sample:
+    W [e_1, ..., e_F] = Σ_f W_f e_f, and a feature met by many samples of a batch is projected
+    once (Frappe at B = 128: ~320 distinct of 1,280 lookups, so all three products of the
+    layer shrink ~4x). The backward sums each distinct row's gradient before its products and
+    hands the table a coalesced sparse gradient. ``with_inputs``: also return the
+    concatenated embeddings [B, F*K] (DeepCross adds them back in its residual unit)."""
+    return _LookupLinear.apply(table, weight, bias, ids, with_inputs)

@@ -141,12 +141,29 @@ def attention_fm(model: AttentionFM, ids: torch.Tensor, values: torch.Tensor | N
 
 
 def wide_deep(model: WideDeep, ids: torch.Tensor, values: torch.Tensor | None):
-    deep = sequential(model.deep, model.concatenated(ids, values)).squeeze(1)
-    return linear_part(model.linear, ids, values) + deep
+    model.check_input(ids, values)
+    table, first = model.embedding.table.weight, model.deep[0]
+    if values is None and native.usable(table, first.weight):  # the first layer by distinct ids
+        hidden = kernels.lookup_linear(table, first.weight, first.bias, ids)
+        deep = sequential(model.deep[1:], hidden)
+    else:
+        deep = sequential(model.deep, model.concatenated(ids, values))
+    return linear_part(model.linear, ids, values) + deep.squeeze(1)
 
 
 def deepcross(model: DeepCross, ids: torch.Tensor, values: torch.Tensor | None):
-    return model.output(sequential(model.units, model.concatenated(ids, values))).squeeze(1)
+    model.check_input(ids, values)
+    table, unit = model.embedding.table.weight, model.units[0]
+    if values is None and native.usable(table, unit.inner.weight):
+        # the first residual unit's W1 x by distinct ids; x itself for its skip connection
+        inner, x = kernels.lookup_linear(
+            table, unit.inner.weight, unit.inner.bias, ids, with_inputs=True
+        )
+        x = torch.relu(x + unit.outer(torch.relu(unit.norm(inner))))
+        x = sequential(model.units[1:], x)
+    else:
+        x = sequential(model.units, model.concatenated(ids, values))
+    return model.output(x).squeeze(1)
 
 
 # The class itself, not a subclass: a subclass may compute something else in its forward.
