@@ -68,6 +68,7 @@ def resolve(params: dict, source: str = "params.yaml", text: str | None = None) 
         }
     cfg["train"].setdefault("device", "auto")
     cfg["train"].setdefault("bf16", False)
+    cfg["train"].setdefault("bf16_products", False)
     cfg["train"].setdefault("gpus", 1)
     cfg["train"].setdefault("workers", "auto")
     cfg["train"].setdefault("backend", "local")
@@ -149,7 +150,7 @@ OVERRIDE_KEYS = {
               "pretrained_baselines"),
     "train": ("learning_rate", "batch_size", "epochs", "min_epochs", "patience", "stop_rule",
               "train_rmse_rows", "initial_accumulator", "eval_batch_size", "device", "bf16",
-              "gpus", "workers", "backend"),
+              "bf16_products", "gpus", "workers", "backend"),
 }  # fmt: skip
 
 
@@ -180,8 +181,8 @@ def params_schema() -> dict:
         "model": {**_keys("embedding_size", "attention_size", "batch_norm", "pretrained_baselines"),
                   "hidden_sizes": _keys("wide_deep", "deepcross")},
         "train": _keys("epochs", "min_epochs", "patience", "stop_rule", "train_rmse_rows",
-                       "initial_accumulator", "eval_batch_size", "device", "bf16", "gpus",
-                       "workers", "backend"),
+                       "initial_accumulator", "eval_batch_size", "device", "bf16",
+                       "bf16_products", "gpus", "workers", "backend"),
         "datasets": {d: _keys(*HPARAM_KEYS, "eval_batch_size") for d in DATASETS},
         "tuned": {d: {m: _keys(*HPARAM_KEYS) for m in MODEL_NAMES} for d in DATASETS},
         "lr_search": _keys("enabled", "grid"),

@@ -79,6 +79,7 @@ class RunSpec:
     # How the run executes: each changes the numbers (rounding, dropout masks, batch shards).
     device: str = "cpu"  # the device type (cpu | cuda); which GPU of a kind does not matter
     bf16: bool = False
+    bf16_products: bool = False  # the CPU backend's dense products in bf16
     world_size: int = 1  # processes of one DDP run (train.gpus)
     hidden_sizes: tuple | None = None  # Wide&Deep's MLP / DeepCross's residual units
     pretrained: str | None = None  # run id of the pretrain run this one starts from
@@ -102,6 +103,8 @@ class RunSpec:
             d.pop("labels")  # those runs keep their ids
         if not d["planted"]:  # likewise for runs on the data as built
             d.pop("planted")
+        if not d["bf16_products"]:  # and for float32 products, the default
+            d.pop("bf16_products")
         return d
 
     @property
@@ -164,6 +167,7 @@ SETTING_DECISIONS = {
     "device": IDENTITY + " (its type: CPU and CUDA round differently and draw other "
     "dropout masks; which GPU of one machine does not matter)",
     "bf16": IDENTITY,
+    "bf16_products": IDENTITY + " (only when on: float32 runs keep their ids)",
     "gpus": IDENTITY + " (as world_size: DDP shards every batch across processes)",
     # the data
     "frappe": IDENTITY + " (the variant, in data)",
@@ -244,6 +248,7 @@ def _settings(
         "labels": label_scale(dataset),
         "device": device_type(train["device"]),
         "bf16": bool(train["bf16"]),
+        "bf16_products": bool(train["bf16_products"]),
         "world_size": int(train["gpus"]),
         "hidden_sizes": tuple(hidden) if hidden else None,
         "seed": seed,
@@ -629,6 +634,7 @@ def train_config(spec: RunSpec, cfg: dict):
         # auto: the type the run was planned on (a Ray worker may sit on another kind of node)
         device=spec.device if cfg["train"]["device"] == "auto" else str(cfg["train"]["device"]),
         bf16=spec.bf16,
+        bf16_products=spec.bf16_products,
         eval_batch_size=spec.eval_batch_size,
         stop_rule=spec.stop_rule,
         train_rmse_rows=spec.train_rmse_rows,

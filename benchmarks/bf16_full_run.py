@@ -4,8 +4,9 @@
 
 Trains, at the ``frappe`` profile's settings, the pre-trained FFM (or FM) the run starts
 from (float32: it has no attention) and then the Table 2 run of ``--model`` with
-``aoaffm.fast.kernels.matmul`` in bf16 (W P forward, ∂W and ∂P backward; oneDNN accumulates
-in float32 and the result is rounded to bf16; everything else float32), to the run's own
+``train.bf16_products`` (the attention's W P forward, ∂W and ∂P backward from bf16
+factors; oneDNN accumulates in float32 and the result is rounded to bf16; everything else
+float32), to the run's own
 early stop, on one thread, and prints its validation and test RMSE and epoch times beside
 the published run's (``reports/published/frappe``). The change is then read against the
 seed spread of the published Table 2 runs (issue 14 item 6). CPU only; benchmarks/throughput.py
@@ -15,27 +16,22 @@ seed spread of the published Table 2 runs (issue 14 item 6). CPU only; benchmark
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
 from harness import REPO, env_threads
 
 from aoaffm.config import load_config
 from aoaffm.data import load_processed
 from aoaffm.experiments import build_model, plan, train_config
-from aoaffm.fast import kernels
 from aoaffm.io import read_json
 from aoaffm.train import train_model
 
 PUBLISHED = REPO / "reports" / "published" / "frappe"
-
-
-def bf16_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (a.to(torch.bfloat16) @ b.to(torch.bfloat16)).float()
 
 
 def main(argv=None) -> int:
@@ -57,13 +53,13 @@ def main(argv=None) -> int:
         print(f"pre-training {start.run_id} (float32)", file=sys.stderr, flush=True)
         train_model(build_model(start, data, root), data, train_config(start, cfg),
                     start.run_dir(root), progress=False)  # fmt: skip
-        kernels.matmul = bf16_matmul
-        print(f"training {run.run_id} with bf16 products", file=sys.stderr, flush=True)
+        trained = dataclasses.replace(run, bf16_products=True)  # train.bf16_products
+        print(f"training {trained.run_id} with bf16 products", file=sys.stderr, flush=True)
         began = time.perf_counter()
-        metrics = train_model(build_model(run, data, root), data, train_config(run, cfg),
-                              run.run_dir(root), progress=True)  # fmt: skip
+        model, settings = build_model(trained, data, root), train_config(trained, cfg)
+        metrics = train_model(model, data, settings, trained.run_dir(root), progress=True)
         wall = time.perf_counter() - began
-        history = read_json(run.run_dir(root) / "history.json")
+        history = read_json(trained.run_dir(root) / "history.json")
     published = PUBLISHED / "runs" / "table2" / "frappe" / run.run_id
     theirs = read_json(published / "metrics.json")
     their_history = read_json(published / "history.json")

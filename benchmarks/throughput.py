@@ -285,25 +285,17 @@ def json_rows(results: list[dict]) -> list[dict]:
 # --------------------------------------------------------------------------- bf16
 
 
-def bf16_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """A product in bf16 (oneDNN accumulates in float32), its result rounded to bf16 and
-    returned as float32 like its inputs."""
-    return (a.to(torch.bfloat16) @ b.to(torch.bfloat16)).float()
-
-
 class BF16ProductsStep:
-    """``step`` (float32 throughout) with only the attention's three matrix products in bf16
-    (``aoaffm.fast.kernels.matmul`` swapped while it runs)."""
+    """``step`` (float32 throughout) with only the dense matrix products in bf16 (the
+    attention's three, the deep models' linear layers: ``aoaffm.fast.kernels.bf16_products``,
+    what ``train.bf16_products`` trains with)."""
 
     def __init__(self, step: OurStep):
         self.step, self.model = step, step.model
 
     def __call__(self) -> None:
-        plain, kernels.matmul = kernels.matmul, bf16_matmul
-        try:
+        with kernels.bf16_products():
             self.step()
-        finally:
-            kernels.matmul = plain
 
 
 def measure_bf16(name: str, k: int, data, rows: Rows, args) -> dict:
@@ -474,8 +466,9 @@ def parse_args(argv=None):
         "--bf16-mode",
         choices=("autocast", "products"),
         default="autocast",
-        help="--bf16's bf16 side: autocast over the model, or only the attention family's "
-        "three matrix products (aoaffm.fast.kernels.matmul) with everything else float32",
+        help="--bf16's bf16 side: autocast over the model, or only the dense matrix products "
+        "(train.bf16_products: the attention's three, the deep models' linear layers) with "
+        "everything else float32",
     )
     parser.add_argument(
         "--default-malloc",

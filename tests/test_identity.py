@@ -83,6 +83,7 @@ CHANGES = {
     "eval_batch_size": ("quick", "train.eval_batch_size", 100),
     "device": ("train", "device", "cuda"),
     "bf16": ("train", "bf16", True),
+    "bf16_products": ("train", "bf16_products", True),
     "gpus": ("train", "gpus", 2),
     "frappe": ("data", "frappe", {"source": "nfm"}),
     "movielens": ("data", "movielens", {"source": "nfm"}),
@@ -146,7 +147,16 @@ def test_each_identity_setting_names_another_run(name):
     before, after = _ids(base), _ids(_changed(base, name))
     moved = {run for run in before if before[run] != after.get(run)}
     assert moved, f"changing {name} left every run id as it was"
-    if name in ("device", "bf16", "gpus", "seed", "learning_rate", "epochs", "split"):
+    if name in (
+        "device",
+        "bf16",
+        "bf16_products",
+        "gpus",
+        "seed",
+        "learning_rate",
+        "epochs",
+        "split",
+    ):
         unchanged = set(before) - moved
         assert not unchanged, f"{name} must apply to every run; unchanged: {unchanged}"
     if name in ("frappe", "movielens", "criteo"):
@@ -171,7 +181,9 @@ def finished_state(tmp_path):
     return params, kw, {spec.model: (spec.run_dir(kw["runs_root"]), m) for spec, m in first}
 
 
-@pytest.mark.parametrize("name", ["bf16", "stop_rule", "train_rmse_rows", "eval_batch_size"])
+@pytest.mark.parametrize(
+    "name", ["bf16", "bf16_products", "stop_rule", "train_rmse_rows", "eval_batch_size"]
+)
 def test_a_changed_setting_trains_again(finished_state, name):
     params, kw, first = finished_state
     again = _train(_changed(params, name), kw)
@@ -179,8 +191,8 @@ def test_a_changed_setting_trains_again(finished_state, name):
         old_dir, _ = first[spec.model]
         assert spec.run_dir(kw["runs_root"]) != old_dir
         assert (spec.run_dir(kw["runs_root"]) / "metrics.json").is_file()
-    if name == "bf16":
-        assert all(m["bf16"] is True for _, m in again)
+    if name in ("bf16", "bf16_products"):
+        assert all(m[name] is True for _, m in again)
 
 
 def test_another_world_size_is_refused_in_one_process(finished_state):

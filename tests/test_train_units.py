@@ -18,6 +18,8 @@ from torch import nn
 from aoaffm import fast
 from aoaffm.data import load_processed
 from aoaffm.data.processed import dataset_meta, write_arrays
+from aoaffm.errors import ConfigError
+from aoaffm.fast import kernels, native
 from aoaffm.io import read_json, write_json
 from aoaffm.labels import PM1, ZERO_ONE
 from aoaffm.metrics import clip_predictions, rmse, sum_squared_error
@@ -454,6 +456,40 @@ def test_bf16_autocast_runs_on_cpu(synthetic):
     assert bf16["bf16"] and math.isfinite(bf16["test_rmse"])
     # bf16 keeps 8 bits of mantissa: same training, RMSE within a few hundredths
     assert bf16["validation_rmse"] == pytest.approx(fp32["validation_rmse"], abs=0.05)
+
+
+@pytest.mark.parametrize("name", ["afm", "wide_deep"])
+def test_bf16_products_train_within_the_seed_spread(synthetic, name, monkeypatch):
+    """train.bf16_products: the run trains and evaluates through the backend with its dense
+    products in bf16 (counted), is recorded as such, and lands nearer the float32 run than a
+    second float32 seed does (issue 14: keep bf16 only within the seed spread); the switch
+    does not outlive the run (float32 again: the same bits as before)."""
+    calls = []
+    product = kernels._mm16
+    monkeypatch.setattr(kernels, "_mm16", lambda a, b: calls.append(1) or product(a, b))
+    hparams = {"attention_size": 8} if name == "afm" else {"hidden_sizes": [16, 8]}
+
+    def run(seed=0, **settings):
+        model = build(name, synthetic, seed=seed, **hparams)
+        return train_model(model, synthetic, config(seed=seed, **settings), progress=False)
+
+    fp32, other_seed = run(), run(seed=1)
+    assert calls == [] and "bf16_products" not in fp32
+    bf16 = run(bf16_products=True)
+    assert calls and bf16["bf16_products"] is True
+    spread = abs(other_seed["validation_rmse"] - fp32["validation_rmse"])
+    assert 0 < abs(bf16["validation_rmse"] - fp32["validation_rmse"]) < spread
+    again = run()
+    assert (again["validation_rmse"], again["test_rmse"]) == (
+        fp32["validation_rmse"],
+        fp32["test_rmse"],
+    )
+
+
+def test_bf16_products_without_the_backend_is_one_line_before_training(synthetic):
+    with native.enabled(False), pytest.raises(ConfigError, match="needs the CPU backend"):
+        train_model(build("afm", synthetic, attention_size=8), synthetic,
+                    config(bf16_products=True), progress=False)  # fmt: skip
 
 
 def test_a_one_row_trailing_batch_is_skipped_for_batch_norm(synthetic):

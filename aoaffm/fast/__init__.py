@@ -17,7 +17,8 @@ It is chosen in one place: the trainer calls ``select`` once per run and, given 
 uses the reference models) off the CPU, under bf16 autocast, for a model class without a
 registered forward, for parameters that are not float32, and when the kernels are off
 (``AOAFFM_NATIVE=0``) or could not be built. The tests hold each forward, its gradients
-and the fused steps equal to the reference.
+and the fused steps equal to the reference. Under ``bf16_products`` (``train.bf16_products``)
+the dense matrix products are computed from bf16 factors, everything else in float32.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import torch
 from torch import nn
 
 from aoaffm.fast import native
+from aoaffm.fast.kernels import bf16_products
 from aoaffm.fast.models import FORWARDS, Forward
 from aoaffm.fast.steps import Step, fused_step
 
@@ -75,4 +77,4 @@ def flush_denormals() -> bool:
     return native.flush_denormals()
 
 
-__all__ = ["STEP_CODE", "FastModel", "flush_denormals", "select"]
+__all__ = ["STEP_CODE", "FastModel", "bf16_products", "flush_denormals", "select"]

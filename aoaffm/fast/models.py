@@ -25,6 +25,7 @@ from torch import nn
 
 from aoaffm.fast import kernels, native
 from aoaffm.models import FFM, FM, HOFM, AttentionFM, DeepCross, WideDeep
+from aoaffm.models.deep import ResidualUnit
 from aoaffm.models.layers import LinearPart, anova3
 
 Forward = Callable[[nn.Module, torch.Tensor, torch.Tensor | None], torch.Tensor]
@@ -59,10 +60,25 @@ def dropout(module: nn.Dropout, x: torch.Tensor) -> torch.Tensor:
     return module(x) if mask is None else x * mask
 
 
+def residual_unit(unit: ResidualUnit, x: torch.Tensor, inner: torch.Tensor | None = None):
+    """``unit(x)`` = ReLU(x + W2 ReLU(W1 x + b1) + b2); ``inner``: W1 x + b1 if computed."""
+    if inner is None:
+        inner = kernels.linear(unit.inner, x)
+    return torch.relu(x + kernels.linear(unit.outer, torch.relu(unit.norm(inner))))
+
+
 def sequential(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-    """``layers(x)`` with each dropout's mask drawn by ``dropout_mask``."""
+    """``layers(x)`` with each dropout's mask drawn by ``dropout_mask`` and the linear layers'
+    products through ``kernels.linear`` (bf16 under ``kernels.bf16_products``)."""
     for layer in layers:
-        x = dropout(layer, x) if isinstance(layer, nn.Dropout) else layer(x)
+        if isinstance(layer, nn.Dropout):
+            x = dropout(layer, x)
+        elif isinstance(layer, nn.Linear):
+            x = kernels.linear(layer, x)
+        elif isinstance(layer, ResidualUnit):
+            x = residual_unit(layer, x)
+        else:
+            x = layer(x)
     return x
 
 
@@ -159,11 +175,10 @@ def deepcross(model: DeepCross, ids: torch.Tensor, values: torch.Tensor | None):
         inner, x = kernels.lookup_linear(
             table, unit.inner.weight, unit.inner.bias, ids, with_inputs=True
         )
-        x = torch.relu(x + unit.outer(torch.relu(unit.norm(inner))))
-        x = sequential(model.units[1:], x)
+        x = sequential(model.units[1:], residual_unit(unit, x, inner))
     else:
         x = sequential(model.units, model.concatenated(ids, values))
-    return model.output(x).squeeze(1)
+    return kernels.linear(model.output, x).squeeze(1)
 
 
 # The class itself, not a subclass: a subclass may compute something else in its forward.

@@ -31,6 +31,7 @@ RESUME_INVARIANT_SETTINGS = (
     "lambda_interaction",
     "seed",
     "bf16",
+    "bf16_products",
     "clip",
     "stop_rule",
     "train_rmse_rows",

@@ -28,7 +28,10 @@ class TrainConfig:
     label range before RMSE, as the AFM/NFM code does. ``stop_rule`` is ``"rises"`` (the AFM
     code's) or ``"plateau"`` (see ``aoaffm.train.stopping``). ``train_rmse_rows``: the
     per-epoch training RMSE (Figure 4) on this many training rows drawn once with ``seed``;
-    None: all of them.
+    None: all of them. ``bf16`` trains under bf16 autocast (the reference models, for CUDA);
+    ``bf16_products`` keeps float32 but computes the CPU backend's dense matrix products (the
+    attention's three, the deep models' linear layers) from bf16 factors
+    (``aoaffm.fast.kernels.bf16_products``), in training and evaluation.
     """
 
     learning_rate: float
@@ -42,6 +45,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     bf16: bool = False
+    bf16_products: bool = False
     eval_batch_size: int = 8192
     clip: bool = True
     stop_rule: str = "rises"
@@ -116,6 +120,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": _integer(0),
     "device": (_valid_device_name, DEVICE_CHOICES),
     "bf16": _flag(),
+    "bf16_products": _flag(),
     "eval_batch_size": _integer(1),
     "clip": _flag(),
     "stop_rule": ((lambda value: value in STOP_RULES), f"one of {list(STOP_RULES)}"),

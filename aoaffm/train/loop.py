@@ -45,7 +45,7 @@ from torch import nn
 from tqdm import tqdm
 
 from aoaffm import fast
-from aoaffm.errors import AoaffmError, UnreadableFile
+from aoaffm.errors import AoaffmError, ConfigError, UnreadableFile
 from aoaffm.io import naming_errors, read_json, remove_stale_temporaries, write_json
 from aoaffm.metrics import sum_squared_error
 from aoaffm.train import distributed as dist_utils
@@ -138,6 +138,12 @@ def train_model(
     if run_dir is not None and ctx.is_main:
         remove_stale_temporaries(run_dir)  # what writes killed at an earlier start left
     fast_model = fast.select(model, device, bf16=config.bf16)  # the one choice of the code
+    if config.bf16_products and fast_model is None:
+        raise ConfigError(
+            f"train.bf16_products = true needs the CPU backend, which does not take this run "
+            f"(device {device.type}, bf16 autocast {config.bf16}, AOAFFM_NATIVE=0 or no C++ "
+            f"compiler); on CUDA use train.bf16"
+        )
     facts = run_facts(data, device, fast_model)
     if run_dir is not None and (run_dir / METRICS_FILE).is_file():
         metrics = read_json(run_dir / METRICS_FILE)
@@ -147,7 +153,8 @@ def train_model(
     trainer = _Trainer(
         model, fast_model, data, config, run_dir, device, ctx, model_spec, progress, facts
     )
-    return trainer.run(on_epoch_end)
+    with fast.bf16_products(config.bf16_products):  # training and evaluation alike
+        return trainer.run(on_epoch_end)
 
 
 def flush_denormals() -> None:
@@ -346,6 +353,8 @@ class _Trainer:
             "device_name": _device_name(self.device),
             "world_size": self.ctx.world_size,
             "bf16": self.config.bf16,
+            # only when on, so that float32 runs keep the metrics they were published with
+            **({"bf16_products": True} if self.config.bf16_products else {}),
             "seed": self.config.seed,
             **self.facts,
         }
