@@ -467,9 +467,16 @@ def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return _bf16_mm(a, b) if products_in_bf16() else a @ b
 
 
+def _factors(*tensors: torch.Tensor) -> list[torch.Tensor]:
+    """The tensors as a product's factors: bf16 copies under ``bf16_products``, else as they
+    are (cast once, then sliced into many small products)."""
+    return [t.to(torch.bfloat16) if products_in_bf16() else t for t in tensors]
+
+
 def _mm_into(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> None:
-    if products_in_bf16():
-        out.copy_(_bf16_mm(a, b))
+    """out = a @ b, from factors made by ``_factors``."""
+    if a.dtype == torch.bfloat16:
+        out.copy_(_mm16(a, b))
     else:
         torch.mm(a, b, out=out)
 
@@ -614,15 +621,16 @@ class _LookupLinear(Function):
         rows = keys - fields * n
         bounds = [0, *torch.bincount(fields, minlength=n_fields).cumsum(0).tolist()]
         vectors = table.index_select(0, rows)  # [U, K]: each distinct (field, feature) once
+        vector_factors, weight_factors = _factors(vectors, weight)
         # z_u = W_f v_u for every distinct u of field f: U rows instead of B * F
         projected = vectors.new_empty(rows.numel(), weight.shape[0])
         for field in range(n_fields):
             start, end = bounds[field], bounds[field + 1]
-            block = weight[:, field * size : (field + 1) * size]
-            _mm_into(vectors[start:end], block.t(), out=projected[start:end])
+            block = weight_factors[:, field * size : (field + 1) * size]
+            _mm_into(vector_factors[start:end], block.t(), out=projected[start:end])
         # Σ_f z_{u(b, f)} + b: one bag of F rows per sample
         hidden = torch.nn.functional.embedding_bag(local, projected, mode="sum") + bias
-        ctx.save_for_backward(vectors, weight, rows, local)
+        ctx.save_for_backward(vector_factors, weight_factors, rows, local)
         ctx.bounds, ctx.table_shape = bounds, table.shape
         if not with_inputs:
             return hidden
@@ -631,7 +639,7 @@ class _LookupLinear(Function):
 
     @staticmethod
     def backward(ctx, grad_hidden, grad_inputs=None):
-        vectors, weight, rows, local = ctx.saved_tensors
+        vectors, weight, rows, local = ctx.saved_tensors  # as the forward's factors
         bounds, (n, size) = ctx.bounds, ctx.table_shape
         n_fields = local.shape[1]
         grad_hidden = grad_hidden.contiguous()
@@ -639,8 +647,9 @@ class _LookupLinear(Function):
         summed = grad_hidden.new_zeros(rows.numel(), grad_hidden.shape[1])
         for field in range(n_fields):
             summed.index_add_(0, local[:, field], grad_hidden)
-        grad_weight = weight.new_empty(weight.shape)
-        grad_vectors = vectors.new_empty(vectors.shape)
+        summed = summed.to(vectors.dtype)
+        grad_weight = grad_hidden.new_empty(weight.shape)
+        grad_vectors = grad_hidden.new_empty(vectors.shape)
         for field in range(n_fields):
             start, end = bounds[field], bounds[field + 1]
             columns = slice(field * size, (field + 1) * size)
