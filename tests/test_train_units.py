@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import math
+import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +30,13 @@ from aoaffm.train import (
     TrainConfig,
     TrainingDiverged,
     best_epoch,
+    loop,
     resolve_device,
     seed_everything,
     should_stop,
     train_model,
 )
+from aoaffm.train.checkpoint import save_checkpoint
 from aoaffm.train.distributed import DistributedContext, shard_bounds
 
 FIELD_SIZES = (20, 15, 6, 4)
@@ -444,6 +448,45 @@ def test_checkpoint_keeps_the_best_weights_once(synthetic, tmp_path, killed_afte
         assert resumed[key] == whole[key], key
     best = (load_model(d / "model.pt").state_dict() for d in (tmp_path / "whole", run))
     assert all(torch.equal(a, b) for a, b in zip(*(s.values() for s in best), strict=True))
+
+
+def test_checkpoints_are_written_while_the_next_epoch_trains_yet_hold_their_epoch(
+    synthetic, tmp_path, monkeypatch
+):
+    """Each checkpoint goes to disk on a thread of its own while the next epoch trains, from
+    a copy of the state at its epoch. Here every write is delayed past the next epoch's
+    training and kept under its epoch's name: resuming from epoch 2's gives the
+    uninterrupted run, bit for bit."""
+    settings = config(epochs=4, min_epochs=4)
+    whole = train_model(build("fm", synthetic), synthetic, settings, tmp_path / "whole")
+    written = {}
+
+    def slow_save(path, state):
+        time.sleep(0.3)  # longer than an epoch here
+        epoch = len(state["history"])
+        written[epoch] = path.with_name(f"epoch{epoch}.pt")
+        save_checkpoint(written[epoch], state)
+
+    monkeypatch.setattr(loop, "save_checkpoint", slow_save)
+    train_model(build("fm", synthetic), synthetic, settings, tmp_path / "delayed")
+    monkeypatch.undo()
+    assert sorted(written) == [1, 2, 3, 4]
+    run = tmp_path / "resumed"
+    run.mkdir()
+    shutil.copy(written[2], run / "checkpoint.pt")
+    resumed = train_model(build("fm", synthetic), synthetic, settings, run, progress=False)
+    for key in ("validation_rmse", "test_rmse", "train_rmse", "best_epoch", "epochs"):
+        assert resumed[key] == whole[key], key
+
+
+def test_a_failed_checkpoint_write_stops_the_run(synthetic, tmp_path, monkeypatch):
+    def full_disk(path, state):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(loop, "save_checkpoint", full_disk)
+    with pytest.raises(OSError, match="checkpoint.pt"):
+        train_model(build("fm", synthetic), synthetic, config(), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "metrics.json").exists()
 
 
 def test_bf16_autocast_runs_on_cpu(synthetic):
