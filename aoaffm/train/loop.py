@@ -117,7 +117,9 @@ def train_model(
     """Train ``model`` on ``data`` (a ``ProcessedDataset``) and return the run's metrics.
 
     On return ``model`` holds the best epoch's weights. With ``run_dir`` the run writes
-    ``checkpoint.pt`` and ``history.json`` after every epoch, dvclive logs under ``dvclive/``,
+    ``checkpoint.pt`` and ``history.json`` after every epoch (from a copy, on a thread of
+    their own while the next epoch trains; a kill during that write leaves the previous
+    epoch's checkpoint), dvclive logs under ``dvclive/``,
     then ``model.pt`` (best weights) and, last, ``metrics.json``; the checkpoint is removed
     once ``metrics.json`` exists. Calling again with the same ``run_dir`` resumes after the last
     checkpointed epoch, or returns the stored metrics of a finished run without training.
