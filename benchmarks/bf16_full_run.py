@@ -1,12 +1,12 @@
-"""A published Frappe run trained again with the attention's three products in bf16.
+"""A published Frappe run trained again with its dense matrix products in bf16.
 
     python benchmarks/bf16_full_run.py [--model aoaffm] [--seed 2019] [--out result.json]
 
 Trains, at the ``frappe`` profile's settings, the pre-trained FFM (or FM) the run starts
-from (float32: it has no attention) and then the Table 2 run of ``--model`` with
-``train.bf16_products`` (the attention's W P forward, ∂W and ∂P backward from bf16
-factors; oneDNN accumulates in float32 and the result is rounded to bf16; everything else
-float32), to the run's own
+from (float32) and then the Table 2 run of ``--model`` (an attention model; a compared
+algorithm: its Table 3 run) with ``train.bf16_products`` (the attention's W P forward, ∂W and
+∂P backward, or the deep models' linear layers, from bf16 factors; oneDNN accumulates in
+float32 and the result is rounded to bf16; everything else float32), to the run's own
 early stop, on one thread, and prints its validation and test RMSE and epoch times beside
 the published run's (``reports/published/frappe``). The change is then read against the
 seed spread of the published Table 2 runs (issue 14 item 6). CPU only; benchmarks/throughput.py
@@ -29,6 +29,7 @@ from aoaffm.config import load_config
 from aoaffm.data import load_processed
 from aoaffm.experiments import build_model, plan, train_config
 from aoaffm.io import read_json
+from aoaffm.models import ATTENTION_MODELS
 from aoaffm.train import train_model
 
 PUBLISHED = REPO / "reports" / "published" / "frappe"
@@ -36,7 +37,12 @@ PUBLISHED = REPO / "reports" / "published" / "frappe"
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="aoaffm", choices=("afm", "aoafm", "affm", "aoaffm"))
+    parser.add_argument(
+        "--model",
+        default="aoaffm",
+        choices=("afm", "aoafm", "affm", "aoaffm", "wide_deep", "deepcross", "hofm"),
+        help="an attention model (its Table 2 run) or a compared algorithm (its Table 3 run)",
+    )
     parser.add_argument("--seed", type=int, default=2019)
     parser.add_argument("--data", type=Path, required=True, help="processed nfm-rebuilt Frappe")
     parser.add_argument("--out", type=Path, default=None)
@@ -44,8 +50,9 @@ def main(argv=None) -> int:
     env_threads(1)
     cfg = load_config(REPO / "params.yaml", profile="frappe")
     data = load_processed(args.data)
+    group = "table2" if args.model in ATTENTION_MODELS else "table3"
     run = next(
-        s for s in plan(cfg, "table2", "frappe", searched=False)
+        s for s in plan(cfg, group, "frappe", searched=False)
         if s.model == args.model and s.seed == args.seed
     )  # fmt: skip
     start = next(s for s in plan(cfg, "pretrain", "frappe") if s.run_id == run.pretrained)
@@ -60,7 +67,7 @@ def main(argv=None) -> int:
         metrics = train_model(model, data, settings, trained.run_dir(root), progress=True)
         wall = time.perf_counter() - began
         history = read_json(trained.run_dir(root) / "history.json")
-    published = PUBLISHED / "runs" / "table2" / "frappe" / run.run_id
+    published = PUBLISHED / "runs" / group / "frappe" / run.run_id
     theirs = read_json(published / "metrics.json")
     their_history = read_json(published / "history.json")
     result = {
