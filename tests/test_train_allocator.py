@@ -2,8 +2,11 @@
 
 Measured in a fresh interpreter each (malloc settings are process-wide and sticky): an
 AoAFFM step at K = 256 frees ~6 MB buffers that glibc by default returns to the kernel; the
-next step then takes ~6,500 minor page faults (measured here), with the setting < 1 after
-warm-up.
+next step then takes ~6,500 minor page faults (measured here), with the setting none after
+warm-up. Judged on the median step: now and then a batch with more distinct ids than any
+before needs a larger gradient buffer and grows the heap once (a first touch of up to ~2,100
+faults in one of ten steps, seen in 3 of 10 fresh runs here and once in CI as a 10-step mean
+of 152), which is not a step faulting its temporaries back in.
 """
 
 from __future__ import annotations
@@ -43,10 +46,12 @@ batches = [
 labels = torch.ones(128)
 for ids in batches[:20]:  # warm-up: first touches of the optimizer state and the heap
     step(ids, None, labels)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+faults = []
 for ids in batches[20:]:
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     step(ids, None, labels)
-print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10)
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(sorted(faults)[len(faults) // 2])
 """
 
 
@@ -61,10 +66,10 @@ def _run(env_extra: dict[str, str]) -> list[str]:
 
 
 def test_training_steps_stop_faulting_their_temporaries_in():
-    applied, faults_per_step = _run({})
+    applied, median_step_faults = _run({})
     assert applied == "True"
     # a single 5.9 MB buffer faulted back in would be ~1,440 faults; the default is ~6,500
-    assert float(faults_per_step) < 100
+    assert float(median_step_faults) < 100
 
 
 def test_the_environments_malloc_settings_stand():
