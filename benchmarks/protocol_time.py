@@ -4,7 +4,8 @@ projected from them.
 
     python benchmarks/protocol_time.py                  # Markdown tables
     python benchmarks/protocol_time.py --json           # the same numbers as JSON on stdout
-    python benchmarks/protocol_time.py --gpu-check gpu_check.json   # + a one-GPU projection
+    python benchmarks/protocol_time.py --gpu-check gpu_check.json   # + a measured GPU's rates
+    python benchmarks/protocol_time.py --count-only     # the assumed GPU only, in a minute
 
 1. Epoch split. For each model run of the profile (the pre-trainings of FM and FFM without
    dropout, Table 3's baselines, Table 2's attention models, each at its first seed) the
@@ -31,6 +32,18 @@ projected from them.
    With ``--gpu-check`` (the JSON of ``gpu_check.py --out``, run on a GPU) the same runs are
    priced on that device from its training and evaluation rates (no setup, checkpoint or
    rest: those the GPU run has not measured).
+3. A GPU, assumed (no device measured). A GPU runs the reference models (``aoaffm.fast``
+   is CPU only), one kernel per aten operator, launched by the host in order. So each model's
+   training step (the trainer's own, at batch 128, with its penalty and SparseAdagrad) and
+   evaluation forward are counted, on this CPU, operator by operator (``TorchDispatchMode``;
+   views launch nothing and are not counted), with their matrix-product FLOPs
+   (``FlopCounterMode``) and the bytes their outputs hold. The host's cost of an operator is
+   measured here (the same step on a 2-row batch: the step's time over its operators)
+   plus an assumed launch cost; the device's cost is an assumed minimum kernel time per
+   operator plus FLOPs and memory traffic at assumed rates (``GpuAssumptions``, stated in the
+   output). A step takes at least the larger of the two (the host queues ahead) and at most
+   their sum (sparse gradients' coalescing waits for the device, so the host cannot run far
+   ahead); both are reported.
 """
 
 from __future__ import annotations
@@ -50,11 +63,14 @@ import numpy as np
 import torch
 from harness import REPO, emit, env_threads
 from throughput import cpu_pressure, load_average
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
 
 from aoaffm.config import load_config
 from aoaffm.data import build_dataset, fetch_sources, load_processed
 from aoaffm.experiments import GROUPS, build_model, plan, train_config
 from aoaffm.train import loop, train_model
+from aoaffm.train.penalty import L2Penalty
 
 DATASET = "frappe"
 PHASES = ("train_s", "train_rmse_s", "validation_s", "checkpoint_s", "rest_s")
@@ -256,10 +272,146 @@ def project_gpu(runs: list, gpu: dict, cfg: dict, data, published: dict, assumed
     return {"device_name": gpu.get("device_name"), "runs": len(runs), "hours": seconds / 3600}
 
 
+# --------------------------------------------------------------------------- 3. a GPU, assumed
+
+
+@dataclasses.dataclass(frozen=True)
+class GpuAssumptions:
+    """What the projection assumes of one GPU, since none was measured (the figures are
+    an H200's order of magnitude: 67 TFLOP/s fp32 and 4.8 TB/s peak)."""
+
+    launch_s: float = 5e-6  # cudaLaunchKernel and the driver, per kernel, on top of PyTorch's
+    kernel_s: float = 3e-6  # the shortest a kernel takes on the device, launch latency included
+    flops_per_s: float = 30e12  # fp32 matrix products (not TF32, torch's default) actually reached
+    bytes_per_s: float = 2e12  # memory traffic reached: each operator reads ~2x what it writes
+
+
+# aten operators that launch no kernel though torch does not tag them as views
+METADATA = (torch.ops.aten.detach, torch.ops.aten._unsafe_view, torch.ops.aten.is_coalesced)
+
+
+class OperatorCount(TorchDispatchMode):
+    """Counts the aten operators run inside it (each one kernel on a GPU; views none) and the
+    bytes of their outputs. Approximate by a few per step both ways: Adagrad's step counters
+    and the CPU-only look at a sparse gradient's order are counted though a GPU run launches
+    no kernel for them, and a sparse gradient's coalesce counts once though CUDA sorts it in
+    several kernels."""
+
+    def __init__(self):
+        super().__init__()
+        self.operators = 0
+        self.output_bytes = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func.namespace == "aten" and not func.is_view and func.overloadpacket not in METADATA:
+            self.operators += 1
+            for t in out if isinstance(out, (tuple, list)) else (out,):
+                if isinstance(t, torch.Tensor) and t.layout == torch.strided:
+                    self.output_bytes += t.numel() * t.element_size()
+                elif isinstance(t, torch.Tensor):  # a sparse gradient: its indices and values
+                    self.output_bytes += t._values().numel() * t.element_size()
+        return out
+
+
+def _counted(call) -> dict:
+    with FlopCounterMode(display=False) as flops, OperatorCount() as ops:
+        call()
+    return {"operators": ops.operators, "flops": flops.get_total_flops(), "bytes": ops.output_bytes}
+
+
+def count_operators(spec, cfg: dict, data, eval_rows: int = 256) -> dict:
+    """One training step (batch ``spec.batch_size``) and one evaluation forward of the
+    reference model, counted; the host's seconds per operator measured on a 2-row batch."""
+    config = train_config(spec, cfg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = build_model(dataclasses.replace(spec, pretrained=None), data)
+    penalty = L2Penalty.for_model(model, config.lambda_attention, config.lambda_interaction)
+    optimizer = loop.build_optimizer(model, loop.sparse_parameters(model), config)
+    step = loop.training_step(model, optimizer, penalty=penalty)
+    train = data.split("train")
+
+    def rows(n):
+        return (
+            torch.tensor(np.asarray(train.ids[:n]), dtype=torch.long),
+            None if train.values is None else torch.tensor(np.asarray(train.values[:n])),
+            torch.tensor(np.asarray(train.labels[:n]), dtype=torch.float32),
+        )
+
+    model.train()
+    batch = rows(spec.batch_size)
+    step(*batch)  # the optimizer's state exists from here on, as in a run
+    training = _counted(lambda: step(*batch))
+    tiny = rows(2)
+    for _ in range(3):
+        step(*tiny)
+    times = []
+    for _ in range(20):
+        started = time.perf_counter()
+        step(*tiny)
+        times.append(time.perf_counter() - started)
+    host_s = min(times) / _counted(lambda: step(*tiny))["operators"]
+    model.eval()
+    ids, values, _ = rows(eval_rows)
+    with torch.inference_mode():
+        evaluation = _counted(lambda: model(ids, values))
+    return {
+        "train_step": training,
+        "eval_forward": {**evaluation, "rows": eval_rows},
+        "host_s_per_operator": host_s,
+    }
+
+
+def host_seconds_per_operator(counts: dict) -> float:
+    """PyTorch's host cost of one operator: the median over the models' 2-row steps (the
+    deep models' steps are not all overhead even on 2 rows: their dense Adagrad updates
+    every weight, 2.5-6 MB of them)."""
+    return float(np.median([c["host_s_per_operator"] for c in counts.values()]))
+
+
+def project_gpu_assumed(
+    runs: list, counts: dict, data, published: dict, assumed: int, gpu: GpuAssumptions
+) -> dict:
+    """The runs priced on one assumed GPU: per epoch, its training steps and the evaluation
+    of the training-RMSE rows and the validation split in ``eval_batch_size`` batches."""
+    train_rows = len(data.split("train").labels)
+    validation_rows = len(data.split("validation").labels)
+    host_op = host_seconds_per_operator(counts) + gpu.launch_s
+    bounds = {"lower": 0.0, "upper": 0.0}
+    for spec in runs:
+        c = counts[spec.model]
+
+        def seconds(counted: dict, scale: float) -> tuple[float, float]:
+            host = counted["operators"] * host_op
+            device = (
+                counted["operators"] * gpu.kernel_s
+                + scale * counted["flops"] / gpu.flops_per_s
+                + scale * 3 * counted["bytes"] / gpu.bytes_per_s
+            )
+            return max(host, device), host + device
+
+        step = seconds(c["train_step"], 1.0)
+        eval_batch = min(spec.eval_batch_size, train_rows)
+        forward = seconds(c["eval_forward"], eval_batch / c["eval_forward"]["rows"])
+        evaluated = min(spec.train_rmse_rows or train_rows, train_rows) + validation_rows
+        steps, eval_batches = train_rows // spec.batch_size, -(-evaluated // eval_batch)
+        epochs = epochs_of(spec, published, assumed)[0]
+        for i, bound in enumerate(("lower", "upper")):
+            bounds[bound] += epochs * (steps * step[i] + eval_batches * forward[i])
+    return {
+        "runs": len(runs),
+        "hours_lower": bounds["lower"] / 3600,
+        "hours_upper": bounds["upper"] / 3600,
+        "host_s_per_operator": host_op - gpu.launch_s,
+        "assumptions": dataclasses.asdict(gpu),
+    }
+
+
 # --------------------------------------------------------------------------- output
 
 
-def markdown(results: list[dict], projections: dict, context: dict) -> str:
+def markdown(results: list[dict], counts: dict, projections: dict, context: dict) -> str:
     lines = [
         f"Frappe {context['data']} ({context['train_rows']:,} training rows), "
         f"{context['threads']} thread(s), torch {context['torch']}, {context['epochs']} "
@@ -281,13 +433,42 @@ def markdown(results: list[dict], projections: dict, context: dict) -> str:
             f"| {r['overhead_ratio']:.0%} | {r['setup_s']:.2f} "
             f"| {r['end_s']:.2f} ({r['test_s']:.2f}) |"
         )
-    lines += ["", "| projection | runs | epochs | hours on this machine | on one GPU |"]
-    lines.append("| --- | ---: | ---: | ---: | --- |")
-    for name, p in projections.items():
-        gpu = p.get("gpu")
-        gpu_text = f"{gpu['hours']:.2f} ({gpu['device_name']})" if gpu else "not available"
+    lines += [
+        "",
+        "Reference models' operators (one GPU kernel each), FLOPs and output bytes; the host's "
+        "seconds per operator measured here on a 2-row batch:",
+        "",
+        "| model | step operators | step GFLOP | step MB | eval operators "
+        "| eval GFLOP per 1k rows | host µs / operator |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for model, c in counts.items():
+        t, e = c["train_step"], c["eval_forward"]
         lines.append(
-            f"| {name} | {p['runs']} | {p['epochs']:.0f} | {p['hours']:.2f} | {gpu_text} |"
+            f"| {model} | {t['operators']} | {t['flops'] / 1e9:.2f} | {t['bytes'] / 1e6:.1f} "
+            f"| {e['operators']} | {e['flops'] / e['rows'] / 1e6:.2f} "
+            f"| {c['host_s_per_operator'] * 1e6:.1f} |"
+        )
+    assumed = next((p["gpu_assumed"] for p in projections.values()), None)
+    if assumed:
+        lines += [
+            "",
+            f"Host per operator: {assumed['host_s_per_operator'] * 1e6:.1f} µs (the median); "
+            "assumed GPU: " + ", ".join(f"{k} {v:g}" for k, v in assumed["assumptions"].items()),
+        ]
+    lines += [
+        "",
+        "| projection | runs | epochs | hours on this machine | one GPU, assumed (hours) "
+        "| one GPU, measured |",
+        "| --- | ---: | ---: | ---: | --- | --- |",
+    ]
+    for name, p in projections.items():
+        gpu, assumed_gpu = p.get("gpu"), p["gpu_assumed"]
+        gpu_text = f"{gpu['hours']:.2f} ({gpu['device_name']})" if gpu else "not available"
+        here = (f"{p['epochs']:.0f}", f"{p['hours']:.2f}") if "hours" in p else ("—", "not timed")
+        lines.append(
+            f"| {name} | {p['runs']} | {here[0]} | {here[1]} "
+            f"| {assumed_gpu['hours_lower']:.2f}-{assumed_gpu['hours_upper']:.2f} | {gpu_text} |"
         )
     return "\n".join(lines)
 
@@ -315,6 +496,11 @@ def parse_args(argv=None):
     )
     parser.add_argument(
         "--gpu-check", type=Path, default=None, help="gpu_check.py --out JSON, for the GPU rates"
+    )
+    parser.add_argument(
+        "--count-only",
+        action="store_true",
+        help="no CPU timing: count the operators and project the assumed GPU only (a minute)",
     )
     parser.add_argument("--data", type=Path, default=None, help="a processed nfm-rebuilt Frappe")
     parser.add_argument(
@@ -361,9 +547,14 @@ def main(argv=None) -> int:
         wanted = {m.strip() for m in args.models.split(",")}
         runs = [s for s in runs if s.model in wanted]
     results = []
-    for spec in runs:
+    for spec in [] if args.count_only else runs:
         print(f"protocol_time: {spec.group}/{spec.model} ...", file=sys.stderr, flush=True)
         results.append(time_run(spec, cfg, data, args))
+    counts = {}
+    for spec in runs:  # the reference model's operators, for the assumed GPU
+        if spec.model not in counts:
+            print(f"protocol_time: counting {spec.model} ...", file=sys.stderr, flush=True)
+            counts[spec.model] = count_operators(spec, cfg, data)
     timed = {(r["group"], r["model"]): r for r in results}
     published = published_epochs()
     projections = {}
@@ -372,9 +563,14 @@ def main(argv=None) -> int:
         ("Table 3, Frappe column", table3_runs(cfg)),
         ("frappe profile", profile_runs(cfg)),
     ):
-        if not all(timing_key(s) in timed for s in planned):
+        if not all(s.model in counts for s in planned):
             continue  # --models left out a model this projection needs
-        projections[name] = project(planned, timed, published, args.assumed_epochs)
+        projections[name] = {"runs": len(planned)}
+        if all(timing_key(s) in timed for s in planned):
+            projections[name] = project(planned, timed, published, args.assumed_epochs)
+        projections[name]["gpu_assumed"] = project_gpu_assumed(
+            planned, counts, data, published, args.assumed_epochs, GpuAssumptions()
+        )
         if gpu is not None:
             projections[name]["gpu"] = project_gpu(
                 planned, gpu, cfg, data, published, args.assumed_epochs
@@ -393,8 +589,13 @@ def main(argv=None) -> int:
         "pressure_end": cpu_pressure(),
         "wall_s": time.perf_counter() - started,
     }
-    report = {"context": context, "runs": results, "projections": projections}
-    table = markdown(results, projections, context)
+    report = {
+        "context": context,
+        "runs": results,
+        "operator_counts": counts,
+        "projections": projections,
+    }
+    table = markdown(results, counts, projections, context)
     if args.out is not None:
         from aoaffm.io import write_json
 

@@ -8,7 +8,9 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import torch
 
 from aoaffm.config import load_config
 from aoaffm.experiments import GROUPS, plan
@@ -263,6 +265,48 @@ def test_protocol_time_splits_epochs(repo_root, mirror_dir, tmp_path):
     assert report["runs"][1]["dropout"] == 0.4  # Table 3's FM trains with the profile's dropout
     assert report["projections"] == {}  # FM alone cannot price the other models' runs
     assert "(eval + ckpt + rest) / train" in done.stderr
+    fm = report["operator_counts"]["fm"]  # the reference FM, counted for the assumed GPU
+    assert fm["train_step"]["operators"] > fm["eval_forward"]["operators"] > 0
+    assert 0 < fm["host_s_per_operator"] < 1e-3
+
+
+def test_operator_count_counts_kernels_not_views(repo_root, monkeypatch):
+    monkeypatch.syspath_prepend(str(repo_root / "benchmarks"))
+    import protocol_time as pt
+
+    a, b = torch.ones(4, 3), torch.ones(3, 5)
+    counted = pt._counted(lambda: (a @ b).t().reshape(-1).relu())
+    assert counted["operators"] == 3  # mm, the reshape's copy, relu; t and the copy's view none
+    assert counted["flops"] == 2 * 4 * 3 * 5
+    assert counted["bytes"] == 3 * 20 * 4
+
+
+def test_gpu_projection_bounds(repo_root, monkeypatch):
+    """A step costs at least the larger, at most the sum, of host and device time."""
+    monkeypatch.syspath_prepend(str(repo_root / "benchmarks"))
+    import protocol_time as pt
+
+    cfg = load_config(repo_root / "params.yaml", profile="frappe")
+    spec = next(s for s in pt.table3_runs(cfg) if s.model == "fm")
+
+    class Split:
+        def __init__(self, n):
+            self.labels = np.zeros(n)
+
+    class Data:
+        def split(self, name):
+            return Split({"train": 128 * 100, "validation": 1000}[name])
+
+    op = {"operators": 10, "flops": 0, "bytes": 0}
+    counts = {"fm": {"train_step": op, "eval_forward": {**op, "rows": 256}}}
+    counts["fm"]["host_s_per_operator"] = 5e-6
+    gpu = pt.GpuAssumptions(launch_s=5e-6, kernel_s=3e-6, flops_per_s=1, bytes_per_s=1)
+    result = pt.project_gpu_assumed([spec], counts, Data(), {}, 2, gpu)
+    train_rmse = min(spec.train_rmse_rows or 12800, 12800)
+    eval_batches = -(-(train_rmse + 1000) // spec.eval_batch_size)
+    calls = 2 * (100 + eval_batches)  # 2 epochs ("assumed"): steps and evaluation batches
+    assert result["hours_lower"] * 3600 == pytest.approx(calls * 10 * 10e-6)  # host-bound
+    assert result["hours_upper"] * 3600 == pytest.approx(calls * 10 * 13e-6)
 
 
 def test_protocol_time_projection(repo_root, monkeypatch):
