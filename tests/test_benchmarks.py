@@ -128,11 +128,12 @@ def test_throughput_short_run(repo_root, mirror_dir, tmp_path):
     assert "bf16 autocast (samples/s)" in done.stderr
 
 
-def test_bf16_full_run_documents_itself(repo_root):
+def test_rerun_published_documents_itself(repo_root):
     """Its run takes a quarter of an hour; here only that it imports and says what it does."""
-    done = run_script(repo_root, "benchmarks/bf16_full_run.py", "--help")
+    done = run_script(repo_root, "benchmarks/rerun_published.py", "--help")
     assert done.returncode == 0, done.stderr
-    assert "--model" in done.stdout and "bf16" in done.stdout
+    assert "--model" in done.stdout and "--bf16-products" in done.stdout
+    assert "--patience" in done.stdout
 
 
 def test_throughput_bf16_products_mode(repo_root, mirror_dir, tmp_path):
