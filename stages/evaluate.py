@@ -15,7 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from aoaffm.cli import run_stage  # noqa: E402
 from aoaffm.config import load_config  # noqa: E402
-from aoaffm.experiments import collect_records, environment  # noqa: E402
+from aoaffm.environment import environment  # noqa: E402
+from aoaffm.experiments import collect_records  # noqa: E402
 from aoaffm.io import write_json  # noqa: E402
 from aoaffm.report import metrics_summary  # noqa: E402
 

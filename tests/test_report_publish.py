@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from conftest import REPO_ROOT
 from test_report_build import ENVIRONMENT, synthetic_records
 
+from aoaffm.config import load_config
+from aoaffm.environment import environment
 from aoaffm.io import read_json, write_json
 from aoaffm.report import build_report
 from aoaffm.report.publish import publish
@@ -58,3 +61,13 @@ def test_an_unfinished_run_publishes_nothing(finished):
     with pytest.raises(FileNotFoundError, match="has not finished"):
         _publish(root, records, settings)
     assert not (root / "published" / "frappe").exists()
+
+
+def test_environment_names_the_cpu_model_not_just_the_architecture():
+    # the attention runs' last bits differ between CPUs (tests/test_fidelity.py), so the
+    # published environment must say which CPU trained them; "x86_64" does not
+    env = environment(load_config(REPO_ROOT / "params.yaml", profile="frappe"))
+    with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+        names = {line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")}
+    assert env["cpu"] in names
+    assert env["cpu_capability"] in {"NO AVX", "DEFAULT", "AVX2", "AVX512", "ZVECTOR", "VSX"}
