@@ -319,7 +319,7 @@ def test_protocol_time_projection(repo_root, monkeypatch):
     keys = {pt.timing_key(s) for s in pt.profile_runs(cfg)}
     timed = {key: {"setup_s": 0.0, "end_s": 3.6, "epoch": {"wall_s": 36.0}} for key in keys}
     published = pt.published_epochs()
-    assert published[("table3", "fm")] == [29] and len(published[("table2", "afm")]) == 2
+    assert published[("table3", "fm")] == [95] and len(published[("table2", "afm")]) == 2
     table3 = pt.table3_runs(cfg)
     assert sorted(s.group for s in table3).count("pretrain") == 2 and len(table3) == 10
     result = pt.project(table3, timed, published, assumed=30)

@@ -11,9 +11,11 @@ float32 sums round in another order; we measured what that does by scaling every
 weight by 1 ± 2^-23 (one ulp) and re-running (scratch script, this machine, 2026-12-02):
 FFM's twelve epochs of validation RMSE moved by at most 1.6e-6 and AoAFFM's first two (with
 dropout, from the moved FFM) by at most 2.2e-3: attention with dropout amplifies a one-ulp
-change a thousandfold in two epochs. The tolerances are five times those shifts, so the
-FFM comparison is nearly exact and AoAFFM's catches a change of the model or its start, not
-one of rounding.
+change a thousandfold in two epochs. Measured again on the runs published at patience 10
+(2026-12-04, AMD EPYC): FFM's eighteen epochs moved by at most 1.6e-6, AoAFFM's first two by
+at most 9.2e-4, so the constants below still bound the drift. The tolerances are five times
+those shifts, so the FFM comparison is nearly exact and AoAFFM's catches a change of the
+model or its start, not one of rounding.
 """
 
 from __future__ import annotations
